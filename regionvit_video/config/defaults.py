@@ -1,0 +1,216 @@
+"""Every configuration key the toolkit reads, with its default and meaning.
+
+An fvcore ``CfgNode`` tree with PySlowFast's key names where PySlowFast has one. YAML files in
+``configs/`` override these; ``KEY VALUE`` pairs on the command line override the YAML. Batch sizes
+are per process (one process per GPU under torchrun). Only builders read the config: modules take
+plain typed arguments.
+"""
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+# ---------------------------------------------------------------------------------------------- #
+# Top level
+# ---------------------------------------------------------------------------------------------- #
+# Where checkpoints, logs, stats, plots and results go.
+_C.OUTPUT_DIR = "./output"
+# Seed for python, numpy and torch (each process adds its rank; each worker its id).
+_C.RNG_SEED = 0
+# Log a progress line every LOG_PERIOD iterations.
+_C.LOG_PERIOD = 10
+# torch.distributed backend: "auto" picks nccl on CUDA and gloo on CPU.
+_C.DIST_BACKEND = "auto"
+# "auto" (CUDA if available), "cuda" or "cpu".
+_C.DEVICE = "auto"
+
+# ---------------------------------------------------------------------------------------------- #
+# Training
+# ---------------------------------------------------------------------------------------------- #
+_C.TRAIN = CfgNode()
+_C.TRAIN.ENABLE = True
+# "kinetics" (Kinetics CSV layout, also custom datasets) or "ssv2".
+_C.TRAIN.DATASET = "kinetics"
+# Clips per process per iteration.
+_C.TRAIN.BATCH_SIZE = 8
+# Run the single-view validation every EVAL_PERIOD epochs (0: never).
+_C.TRAIN.EVAL_PERIOD = 1
+# Save an epoch checkpoint every CHECKPOINT_PERIOD epochs (and always after the last).
+_C.TRAIN.CHECKPOINT_PERIOD = 1
+# Also save a mid-epoch checkpoint every CHECKPOINT_ITER_PERIOD iterations (0: off).
+_C.TRAIN.CHECKPOINT_ITER_PERIOD = 0
+# Keep the newest CHECKPOINT_KEEP checkpoints (0: keep all).
+_C.TRAIN.CHECKPOINT_KEEP = 3
+# Resume from the newest checkpoint in OUTPUT_DIR/checkpoints if there is one.
+_C.TRAIN.AUTO_RESUME = True
+# Start from this toolkit checkpoint's weights (fine-tuning; optimizer state not restored).
+_C.TRAIN.CHECKPOINT_FILE_PATH = ""
+# Autocast on CUDA: "none", "bf16" or "fp16" (fp16 uses a GradScaler).
+_C.TRAIN.MIXED_PRECISION = "none"
+# Accumulate gradients over this many iterations before an optimizer step.
+_C.TRAIN.GRAD_ACCUM_STEPS = 1
+# Stop the run when more than this fraction of an epoch's samples failed to decode.
+_C.TRAIN.MAX_BAD_VIDEO_FRACTION = 0.1
+
+# ---------------------------------------------------------------------------------------------- #
+# Testing (the multi-view protocol of the paper)
+# ---------------------------------------------------------------------------------------------- #
+_C.TEST = CfgNode()
+_C.TEST.ENABLE = True
+_C.TEST.DATASET = "kinetics"
+# Videos per process per iteration (each expands to NUM_ENSEMBLE_VIEWS x NUM_SPATIAL_CROPS views).
+_C.TEST.BATCH_SIZE = 4
+# Checkpoint to test; empty: the newest in OUTPUT_DIR/checkpoints. Neither existing is an error.
+_C.TEST.CHECKPOINT_FILE_PATH = ""
+# Temporal clips per video.
+_C.TEST.NUM_ENSEMBLE_VIEWS = 1
+# Spatial crops per clip along the long side: 1 (centre) or 3 (start, centre, end).
+_C.TEST.NUM_SPATIAL_CROPS = 3
+# Split file to test on: "test" reads test.csv (Kinetics) or the validation json (SSv2).
+_C.TEST.SPLIT = "test"
+
+# ---------------------------------------------------------------------------------------------- #
+# Data
+# ---------------------------------------------------------------------------------------------- #
+_C.DATA = CfgNode()
+# Folder with {train,val,test}.csv (Kinetics layout) or the SSv2 json files.
+_C.DATA.PATH_TO_DATA_DIR = ""
+# Prepended to every video path of the lists (SSv2: the folder of <id>.webm).
+_C.DATA.PATH_PREFIX = ""
+# Separator between path and label in the CSV lists.
+_C.DATA.PATH_LABEL_SEPARATOR = " "
+# Text file of class names, one per line (line i: class i). Empty: the dataset's own.
+_C.DATA.CLASS_NAMES = ""
+# Frames per clip.
+_C.DATA.NUM_FRAMES = 8
+# "uniform": NUM_FRAMES segments over the whole video (the paper); "dense": NUM_FRAMES frames
+# SAMPLING_RATE apart in a window at a random (train) or evenly spaced (test) position.
+_C.DATA.SAMPLING = "uniform"
+_C.DATA.SAMPLING_RATE = 8
+# Frame rate the dense SAMPLING_RATE refers to (videos at other rates are resampled in time).
+_C.DATA.TARGET_FPS = 30
+# Training: short side scaled uniformly into this range, then a random square crop.
+_C.DATA.TRAIN_JITTER_SCALES = [256, 320]
+_C.DATA.TRAIN_CROP_SIZE = 224
+# Testing: short side scaled to TEST_SCALE, then crops of TEST_CROP_SIZE.
+_C.DATA.TEST_SCALE = 256
+_C.DATA.TEST_CROP_SIZE = 224
+# Per-channel normalisation (ImageNet, as the RegionViT checkpoints were trained with).
+_C.DATA.MEAN = [0.485, 0.456, 0.406]
+_C.DATA.STD = [0.229, 0.224, 0.225]
+# Horizontal flip in training. SSv2 configs set it False (left/right is in its labels).
+_C.DATA.RANDOM_FLIP = True
+# "decord" (default) or "pyav".
+_C.DATA.DECODER = "decord"
+# Decoder threads per reader.
+_C.DATA.DECODE_THREADS = 1
+# Seconds a single video decode may take before it counts as failed (0: no bound).
+_C.DATA.DECODE_TIMEOUT = 60.0
+# Attempts at a failing training video before another sample replaces it.
+_C.DATA.NUM_RETRIES = 2
+
+# ---------------------------------------------------------------------------------------------- #
+# Augmentation
+# ---------------------------------------------------------------------------------------------- #
+_C.AUG = CfgNode()
+# RandAugment with the same parameters for all frames of a clip.
+_C.AUG.RAND_AUGMENT = True
+_C.AUG.RA_MAGNITUDE = 9
+_C.AUG.RA_NUM_LAYERS = 2
+# Random erasing probability (same rectangle on all frames).
+_C.AUG.RE_PROB = 0.25
+
+# ---------------------------------------------------------------------------------------------- #
+# Mixup / CutMix on video batches (spatial dimensions only)
+# ---------------------------------------------------------------------------------------------- #
+_C.MIXUP = CfgNode()
+_C.MIXUP.ENABLE = True
+_C.MIXUP.ALPHA = 0.8
+_C.MIXUP.CUTMIX_ALPHA = 1.0
+# Probability of applying mixup or cutmix to a batch.
+_C.MIXUP.PROB = 1.0
+# Probability of cutmix rather than mixup when both are on.
+_C.MIXUP.SWITCH_PROB = 0.5
+_C.MIXUP.LABEL_SMOOTHING = 0.1
+
+# ---------------------------------------------------------------------------------------------- #
+# Model
+# ---------------------------------------------------------------------------------------------- #
+_C.MODEL = CfgNode()
+# Registered model name (regionvit_video.models.list_models()).
+_C.MODEL.ARCH = "regionvit_video_small"
+_C.MODEL.NUM_CLASSES = 400
+# Image checkpoint (official RegionViT ImageNet-1K file) to inflate; empty: random init.
+_C.MODEL.PRETRAINED = ""
+# Temporal attention init when inflating: "zero" (fresh, temporal_fc zeroed) or "copy"
+# (TimeSformer's rule: copy the block's spatial attention, temporal_fc zeroed).
+_C.MODEL.TEMPORAL_INIT = "zero"
+_C.MODEL.DROP_PATH_RATE = 0.1
+_C.MODEL.DROPOUT_RATE = 0.0
+# Recompute each block's activations in the backward pass (saves memory).
+_C.MODEL.ACT_CHECKPOINT = False
+
+# ---------------------------------------------------------------------------------------------- #
+# Optimisation
+# ---------------------------------------------------------------------------------------------- #
+_C.SOLVER = CfgNode()
+# Any timm optimizer name: "adamw", "sgd", ...
+_C.SOLVER.OPTIMIZING_METHOD = "adamw"
+# Learning rate for the whole (global) batch; not rescaled by the toolkit.
+_C.SOLVER.BASE_LR = 2e-4
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.MAX_EPOCH = 30
+# "cosine" (timm's CosineLRScheduler, per iteration).
+_C.SOLVER.LR_POLICY = "cosine"
+_C.SOLVER.WARMUP_EPOCHS = 2.0
+_C.SOLVER.WARMUP_START_LR = 1e-6
+_C.SOLVER.COSINE_END_LR = 1e-6
+# Clip the gradient norm to this value (0: off).
+_C.SOLVER.CLIP_GRAD_NORM = 0.0
+
+# Exponential moving average of the weights.
+_C.MODEL_EMA = CfgNode()
+_C.MODEL_EMA.ENABLE = False
+_C.MODEL_EMA.DECAY = 0.9998
+
+# ---------------------------------------------------------------------------------------------- #
+# Data loading
+# ---------------------------------------------------------------------------------------------- #
+_C.DATA_LOADER = CfgNode()
+# Worker processes per training/testing process.
+_C.DATA_LOADER.NUM_WORKERS = 4
+_C.DATA_LOADER.PIN_MEMORY = True
+
+# ---------------------------------------------------------------------------------------------- #
+# Feature extraction
+# ---------------------------------------------------------------------------------------------- #
+_C.FEATURES = CfgNode()
+_C.FEATURES.ENABLE = False
+# A Kinetics-layout CSV or a folder of videos (searched recursively).
+_C.FEATURES.INPUT = ""
+# "video": one vector per video (test views averaged); "clips": a sliding window over the video.
+_C.FEATURES.MODE = "video"
+# In "video" mode keep every view (V, D) instead of the mean (D).
+_C.FEATURES.KEEP_VIEWS = False
+# Sliding window stride (in STRIDE_UNIT) and window length in frames for "clips" mode.
+_C.FEATURES.STRIDE = 16.0
+_C.FEATURES.STRIDE_UNIT = "frames"
+_C.FEATURES.WINDOW = 64
+# Also store the pooled local-token map of each stage.
+_C.FEATURES.STAGE_FEATURES = False
+# "float32" or "float16".
+_C.FEATURES.DTYPE = "float32"
+_C.FEATURES.BATCH_SIZE = 4
+
+# ---------------------------------------------------------------------------------------------- #
+# Single-video prediction
+# ---------------------------------------------------------------------------------------------- #
+_C.DEMO = CfgNode()
+_C.DEMO.ENABLE = False
+_C.DEMO.INPUT = ""
+_C.DEMO.TOP_K = 5
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of the defaults."""
+    return _C.clone()

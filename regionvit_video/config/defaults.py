@@ -103,7 +103,9 @@ _C.DATA.RANDOM_FLIP = True
 _C.DATA.DECODER = "decord"
 # Decoder threads per reader.
 _C.DATA.DECODE_THREADS = 1
-# Seconds a single video decode may take before it counts as failed (0: no bound).
+# Seconds a single video decode may take before it counts as failed (0: no bound). Enforced by a
+# SIGALRM timer in the decoding process; a DataLoader worker stuck in native code is also ended
+# after 2 x DECODE_TIMEOUT + 10 s (see regionvit_video/data/decoder.py).
 _C.DATA.DECODE_TIMEOUT = 60.0
 # Attempts at a failing training video before another sample replaces it.
 _C.DATA.NUM_RETRIES = 2

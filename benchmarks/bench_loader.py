@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""Data-pipeline throughput: training / test pipelines vs decode-only vs decode-everything.
+
+Writes 10 s H.264 clips (340x256 and 1280x720, 30 fps) to a temp dir with ``write_video`` and
+uses the real clip tests/data/realshort.mp4, then prints one table (clips/s, median over
+``--repeats`` runs) with, per clip:
+
+- ``decode``: decord ``get_batch`` of the training indices only (open, decode, close);
+- ``train``: the full training item (decode + scale jitter, crop, flip, RandAugment, erasing, normalise);
+- ``test``: the full test item (all NUM_ENSEMBLE_VIEWS x NUM_SPATIAL_CROPS views);
+- ``decode_all``: pytorchvideo's ``EncodedVideo`` (PyAV) path: decode every frame in order, then
+  ``UniformTemporalSubsample``;
+
+(timed in turn, round after round, so load changes on a shared machine hit all alike) and the
+ratios the pipeline targets: train >= 0.8x decode, train >= 5x decode_all on 10 s clips.
+A second table gives DataLoader throughput of the training pipeline with 1 and 2 workers.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_loader.py              # full run
+    OMP_NUM_THREADS=1 python benchmarks/bench_loader.py --small      # quick run (shorter, fewer repeats)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import regionvit_video  # noqa: F401  (pytorchvideo import shim)
+from regionvit_video.config.defaults import get_cfg
+from regionvit_video.data import build_dataset, build_loader
+from regionvit_video.data.decoder import read_frames
+from regionvit_video.data.sampling import uniform_indices
+from regionvit_video.data.video_writer import write_video
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO / "tests" / "data" / "realshort.mp4"
+
+
+def make_clip(path: Path, seconds: float, width: int, height: int, fps: int = 30) -> None:
+    """A moving textured clip (compresses like real footage better than noise)."""
+    n = int(seconds * fps)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    base = np.kron(base, np.ones((8, 8, 1), np.uint8))[:height, :width]
+    frames = np.stack([np.roll(base, (2 * i, 3 * i), axis=(0, 1)) for i in range(n)])
+    write_video(path, frames, fps=fps, options={"crf": "23", "preset": "veryfast"})
+
+
+def rates(fns: dict, repeats: int) -> dict:
+    """Median clips/s of each function over ``repeats`` rounds (after one warm-up round).
+
+    The functions are timed in turn within each round, so a change in machine load (the
+    machine may be shared) hits all of them alike and the ratios stay meaningful.
+    """
+    times = {k: [] for k in fns}
+    for r in range(repeats + 1):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if r:
+                times[k].append(time.perf_counter() - t0)
+    return {k: 1.0 / statistics.median(v) for k, v in times.items()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--small", action="store_true", help="quick run: 4 s clips, 3 repeats, small loader test")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--seconds", type=float, default=None, help="length of the generated clips")
+    p.add_argument("--loader-videos", type=int, default=None, help="videos in the DataLoader test")
+    a = p.parse_args(argv)
+    repeats = a.repeats or (3 if a.small else 10)
+    seconds = a.seconds or (4.0 if a.small else 10.0)
+    loader_videos = a.loader_videos or (16 if a.small else 48)
+    torch.set_num_threads(1)
+
+    cfg = get_cfg()  # paper settings: 8 frames uniform, 256-320 jitter, 224 crops, 1 x 3 test views
+    tmp = Path(tempfile.mkdtemp(prefix="bench_loader_"))
+    clips = {}
+    t0 = time.perf_counter()
+    for name, (w, h) in {"340x256": (340, 256), "1280x720": (1280, 720)}.items():
+        clips[f"{name} {seconds:g}s"] = tmp / f"{name}.mp4"
+        make_clip(clips[f"{name} {seconds:g}s"], seconds, w, h)
+    clips["realshort 320x240 1.2s"] = REAL
+    print(f"wrote clips in {time.perf_counter() - t0:.1f} s to {tmp}", file=sys.stderr)
+
+    csv = tmp / "train.csv"
+    csv.write_text("".join(f"{path} 0\n" for path in clips.values()))
+    for split in ("val", "test"):
+        (tmp / f"{split}.csv").write_text(csv.read_text())
+    cfg.merge_from_list(["DATA.PATH_TO_DATA_DIR", str(tmp), "MODEL.NUM_CLASSES", 1, "DATA_LOADER.PIN_MEMORY", False])
+    train_ds, test_ds = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+
+    from pytorchvideo.data.encoded_video import EncodedVideo
+    from pytorchvideo.transforms import UniformTemporalSubsample
+
+    rows = []
+    for i, (name, path) in enumerate(clips.items()):
+        rng = np.random.default_rng(0)
+
+        def decode_only():
+            read_frames(path, lambda n, fps: uniform_indices(n, cfg.DATA.NUM_FRAMES, train=True, rng=rng), "decord",
+                        num_threads=cfg.DATA.DECODE_THREADS)
+
+        epoch = iter(range(10**6))
+
+        def train_item():
+            train_ds[(i, next(epoch))]
+
+        def test_item():
+            assert test_ds[i]["video"] is not None
+
+        def decode_all():
+            video = EncodedVideo.from_path(str(path), decoder="pyav", decode_audio=False)
+            clip = video.get_clip(0, video.duration)["video"]  # C, T, H, W: every frame
+            UniformTemporalSubsample(cfg.DATA.NUM_FRAMES)(clip)
+            video.close()
+
+        r = rates({"decode": decode_only, "train": train_item, "test": test_item, "decode_all": decode_all}, repeats)
+        rows.append((name, r))
+
+    views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
+    print(f"\nclips/s, 1 process, 1 thread, {cfg.DATA.NUM_FRAMES} frames, uniform sampling, train 224 crops, "
+          f"test {views} views, median of {repeats}")
+    head = f"{'clip':<24}{'decode':>9}{'train':>9}{'test':>9}{'decode_all':>12}{'train/decode':>14}{'train/dec_all':>15}"
+    print(head)
+    print("-" * len(head))
+    for name, r in rows:
+        print(f"{name:<24}{r['decode']:>9.2f}{r['train']:>9.2f}{r['test']:>9.2f}{r['decode_all']:>12.2f}"
+              f"{r['train'] / r['decode']:>13.2f}x{r['train'] / r['decode_all']:>14.2f}x")
+
+    # DataLoader scaling: the training pipeline on copies of the 340x256 clip.
+    small = clips[f"340x256 {seconds:g}s"]
+    csv.write_text("".join(f"{small} 0\n" for _ in range(loader_videos)))
+    cfg.TRAIN.BATCH_SIZE = 4
+    print(f"\nDataLoader, training pipeline, {loader_videos} x 340x256 clips, batch {cfg.TRAIN.BATCH_SIZE}")
+    print(f"{'workers':<10}{'clips/s':>10}{'scaling':>10}")
+    base = None
+    for workers in (1, 2):
+        cfg.DATA_LOADER.NUM_WORKERS = workers
+        loader = build_loader(cfg, "train")
+        loader.sampler.set_epoch(0)
+        it = iter(loader)
+        next(it)  # worker start-up and the first batch are not counted
+        t0 = time.perf_counter()
+        n = sum(len(b["path"]) for b in it)
+        cps = n / (time.perf_counter() - t0)
+        base = base or cps
+        print(f"{workers:<10}{cps:>10.2f}{cps / base:>9.2f}x")
+        del loader, it
+    print(f"\n(machine: {os.cpu_count()} CPUs; loader rates exclude worker start-up and the first batch)")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+#!/usr/bin/env python
+"""Model benchmark: params, fvcore GFLOPs, latency, peak memory and bf16 autocast, one table.
+
+For every model (default: regionvit_video_small, regionvit_video_medium, timesformer_base at 8x224,
+batch 1) and a large fp32 matmul as the machine's reference rate, on the same number of threads:
+
+- params and fvcore GFLOPs (fvcore convention: one multiply-add = one FLOP; SDPA counted with
+  ``regionvit_video.layers.flops.sdpa_flop_jit``, LayerNorm not counted, as in the papers' tables);
+- forward latency (eval, no grad) and the achieved GFLOP/s as a fraction of the matmul rate (the matmul
+  rate is counted the same way, n^3 multiply-adds per n x n x n product);
+- train-step latency: forward + cross-entropy + backward + AdamW step (train mode);
+- peak memory: the process's RSS high-water mark (``getrusage`` ru_maxrss), measured in a fresh
+  subprocess per model and phase so models do not share a high-water mark; "delta" is the peak minus the
+  RSS after imports (weights, gradients, optimizer state, activations, workspace);
+- bf16 autocast on the CPU: forward latency and the largest |logit| difference from fp32 (same input).
+
+Latencies are medians over ``--repeats`` timed runs after ``--warmup`` untimed ones.
+
+Usage::
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_models.py                      # full run (minutes)
+    python benchmarks/bench_models.py --frames 2 --size 112 --repeats 1 --threads 1   # smoke run
+    python benchmarks/bench_models.py --models timesformer_base --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+DEFAULT_MODELS = ("regionvit_video_small", "regionvit_video_medium", "timesformer_base")
+# Targets (CPU) this benchmark reports against.
+TARGET_MODEL, BASELINE_MODEL = "regionvit_video_medium", "timesformer_base"
+TARGET_SPEEDUP = 2.0  # TARGET_MODEL forward at least this much faster than BASELINE_MODEL
+TARGET_MEM_RATIO = 0.5  # TARGET_MODEL train-step peak memory (delta) at most this fraction of BASELINE_MODEL's
+TARGET_MATMUL_FRACTION = 0.5  # achieved forward GFLOP/s at least this fraction of the matmul rate
+
+RESULT_PREFIX = "@@bench_models@@ "
+
+
+# Worker side (runs in a fresh subprocess) ----------------------------------------------------------
+def _rss_now_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _rss_peak_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _build(name: str, args: argparse.Namespace):
+    """create_model with the benchmark's settings; size-agnostic models that take no img_size get none."""
+    from regionvit_video.models import create_model
+
+    kwargs = dict(num_classes=args.num_classes, num_frames=args.frames)
+    try:
+        return create_model(name, img_size=args.size, **kwargs), True
+    except TypeError as e:
+        if "img_size" not in str(e):
+            raise
+        return create_model(name, **kwargs), False
+
+
+def _worker_matmul(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    n = args.matmul_size
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    sec = _median_seconds(lambda: torch.mm(a, b), max(args.repeats, 3), max(args.warmup, 1))
+    return dict(size=n, seconds=sec, gflops=n**3 / sec / 1e9)
+
+
+def _fvcore_gflops(model, x) -> tuple[float, dict[str, float]]:
+    """fvcore total and per-operator GFLOPs in eval mode, SDPA counted, LayerNorm not counted.
+
+    (fvcore 0.1.5's ``set_op_handle(name, None)`` does not remove a default handle, so LayerNorm is
+    given a handle that counts 0 instead.)
+    """
+    import torch
+    from fvcore.nn import FlopCountAnalysis
+
+    from regionvit_video.layers.flops import sdpa_flop_jit
+
+    with torch.no_grad():
+        fca = FlopCountAnalysis(model.eval(), x)
+        fca.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
+        fca.set_op_handle("aten::layer_norm", lambda inputs, outputs: 0)
+        fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        by_op = {k: v / 1e9 for k, v in fca.by_operator().items() if v}
+    return sum(by_op.values()), by_op
+
+
+def _worker_infer(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    base_mb = _rss_now_mb()
+    model, took_img_size = _build(args.model, args)
+    model.eval()
+    x = torch.randn(args.batch, 3, args.frames, args.size, args.size)
+    out: dict[str, Any] = dict(
+        params=sum(p.numel() for p in model.parameters()),
+        img_size_kwarg=took_img_size,
+    )
+    with torch.no_grad():
+        out["fwd_s"] = _median_seconds(lambda: model(x), args.repeats, args.warmup)
+        out["fwd_peak_mb"] = _rss_peak_mb()
+        out["fwd_delta_mb"] = out["fwd_peak_mb"] - base_mb
+        ref = model(x).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out["bf16_fwd_s"] = _median_seconds(lambda: model(x), args.repeats, args.warmup)
+            low = model(x).float()
+        out["bf16_max_abs_diff"] = (low - ref).abs().max().item()
+        out["max_abs_logit"] = ref.abs().max().item()
+    try:
+        out["gflops"], out["gflops_by_op"] = _fvcore_gflops(model, x)
+    except Exception as e:  # report, do not lose the other numbers
+        out["gflops"] = None
+        out["gflops_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def _worker_train(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    base_mb = _rss_now_mb()
+    model, _ = _build(args.model, args)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    x = torch.randn(args.batch, 3, args.frames, args.size, args.size)
+    y = torch.randint(0, args.num_classes, (args.batch,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    sec = _median_seconds(step, args.repeats, args.warmup)
+    peak = _rss_peak_mb()
+    return dict(train_s=sec, train_peak_mb=peak, train_delta_mb=peak - base_mb, base_mb=base_mb)
+
+
+def _worker_main(args: argparse.Namespace) -> None:
+    import torch
+
+    import regionvit_video  # noqa: F401  (pytorchvideo shim)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    fn = {"matmul": _worker_matmul, "infer": _worker_infer, "train": _worker_train}[args._worker]
+    print(RESULT_PREFIX + json.dumps(fn(args)), flush=True)
+
+
+# Parent side --------------------------------------------------------------------------------------
+def _run_worker(phase: str, args: argparse.Namespace, model: str | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--_worker", phase]
+    for flag in ("frames", "size", "batch", "repeats", "warmup", "threads", "num_classes", "matmul_size"):
+        cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if model:
+        cmd += ["--model", model]
+    env = {**os.environ, **{v: str(args.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+    return dict(error=f"{phase} worker exited with {proc.returncode}:\n{tail}")
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _table(rows: list[dict[str, Any]], matmul: dict[str, Any]) -> str:
+    head = [
+        "model", "params (M)", "GFLOPs", "fwd ms", "GFLOP/s", "% matmul", "train ms",
+        "fwd peak MB", "train peak MB", "train delta MB", "bf16 fwd ms", "bf16 max|dlogit|",
+    ]  # fmt: skip
+    lines = []
+    for r in rows:
+        if "error" in r and "params" not in r:
+            lines.append([r["model"], "error"] + [""] * (len(head) - 2))
+            continue
+        achieved = r["gflops"] / r["fwd_s"] if r.get("gflops") and r.get("fwd_s") else None
+        frac = achieved / matmul["gflops"] if achieved and matmul.get("gflops") else None
+        lines.append([
+            r["model"] + ("" if r.get("img_size_kwarg", True) else " *"),
+            _fmt(r.get("params", 0) / 1e6, ".2f"),
+            _fmt(r.get("gflops"), ".1f"),
+            _fmt(r["fwd_s"] * 1e3, ".0f"),
+            _fmt(achieved, ".1f"),
+            _fmt(frac * 100 if frac is not None else None, ".0f"),
+            _fmt(r["train_s"] * 1e3 if "train_s" in r else None, ".0f"),
+            _fmt(r.get("fwd_peak_mb"), ".0f"),
+            _fmt(r.get("train_peak_mb"), ".0f"),
+            _fmt(r.get("train_delta_mb"), ".0f"),
+            _fmt(r["bf16_fwd_s"] * 1e3, ".0f"),
+            _fmt(r.get("bf16_max_abs_diff"), ".3g"),
+        ])  # fmt: skip
+    lines.append(["matmul fp32 (ref)", "", f"{matmul.get('size', 0) ** 3 / 1e9:.1f}",
+                  _fmt(matmul.get("seconds", 0) * 1e3, ".0f"), _fmt(matmul.get("gflops"), ".1f"), "100"]
+                 + [""] * (len(head) - 6))  # fmt: skip
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
+
+    def fmt_row(cells: list[str]) -> str:  # first column left-aligned, numbers right-aligned
+        return " | ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([fmt_row(head), "-+-".join("-" * w for w in widths), *map(fmt_row, lines)])
+
+
+def _targets(rows: list[dict[str, Any]], matmul: dict[str, Any]) -> list[dict[str, Any]]:
+    by = {r["model"]: r for r in rows if "error" not in r}
+    checks = []
+    t, b = by.get(TARGET_MODEL), by.get(BASELINE_MODEL)
+    if t and b:
+        speedup = b["fwd_s"] / t["fwd_s"]
+        checks.append(dict(what=f"{TARGET_MODEL} forward speedup over {BASELINE_MODEL}", value=speedup,
+                           target=f">= {TARGET_SPEEDUP}", ok=speedup >= TARGET_SPEEDUP))  # fmt: skip
+        if "train_delta_mb" in t and "train_delta_mb" in b:
+            ratio = t["train_delta_mb"] / b["train_delta_mb"]
+            checks.append(dict(what=f"{TARGET_MODEL} / {BASELINE_MODEL} train-step peak memory (delta)",
+                               value=ratio, target=f"<= {TARGET_MEM_RATIO}", ok=ratio <= TARGET_MEM_RATIO))  # fmt: skip
+    for r in rows:
+        if r.get("gflops") and matmul.get("gflops"):
+            frac = r["gflops"] / r["fwd_s"] / matmul["gflops"]
+            checks.append(dict(what=f"{r['model']} forward GFLOP/s / matmul GFLOP/s", value=frac,
+                               target=f">= {TARGET_MATMUL_FRACTION}", ok=frac >= TARGET_MATMUL_FRACTION))  # fmt: skip
+    return checks
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
+                   help="registered model names (space- or comma-separated)")  # fmt: skip
+    p.add_argument("--frames", type=int, default=8, help="clip length T")
+    p.add_argument("--size", type=int, default=224, help="crop side H = W")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--num-classes", type=int, default=400)
+    p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n fp32 reference GEMM")
+    p.add_argument("--no-train", action="store_true", help="skip the train-step measurement")
+    p.add_argument("--json", metavar="PATH", help="also write all numbers to this JSON file")
+    p.add_argument("--_worker", choices=("matmul", "infer", "train"), help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads is None:
+        args.threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    args.models = [m for item in args.models for m in item.split(",") if m]
+    for flag in ("frames", "size", "batch", "repeats", "threads", "matmul_size"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args._worker:
+        _worker_main(args)
+        return 0
+
+    import torch
+    from tqdm import tqdm
+
+    import regionvit_video  # noqa: F401
+    from regionvit_video.models import is_model
+
+    unknown = [m for m in args.models if not is_model(m)]
+    if unknown:
+        print(f"unknown model(s): {', '.join(unknown)} (see regionvit_video.models.list_models())", file=sys.stderr)
+        return 2
+
+    phases = ("infer",) if args.no_train else ("infer", "train")
+    jobs = [("matmul", None)] + [(ph, m) for m in args.models for ph in phases]
+    results: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for phase, model in (bar := tqdm(jobs, desc="bench_models", unit="job", file=sys.stderr)):
+        bar.set_postfix_str(f"{phase} {model or ''}".strip())
+        results[(phase, model)] = _run_worker(phase, args, model)
+
+    matmul = results[("matmul", None)]
+    rows = []
+    for m in args.models:
+        row: dict[str, Any] = dict(model=m)
+        for phase in ("infer", "train"):
+            res = results.get((phase, m), {})
+            if "error" in res:
+                row.setdefault("error", "")
+                row["error"] += res["error"] + "\n"
+            else:
+                row.update(res)
+        rows.append(row)
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    print(
+        f"bench_models: {args.batch}x3x{args.frames}x{args.size}x{args.size}, {args.threads} thread(s), "
+        f"{args.repeats} timed run(s) (median) after {args.warmup} warm-up, torch {torch.__version__}, {cpu}"
+    )
+    print(_table(rows, matmul))
+    print(
+        "GFLOPs: fvcore (multiply-add = 1 FLOP; SDPA counted, LayerNorm not); matmul GFLOP/s counted the same way.\n"
+        "Memory: RSS high-water mark (getrusage ru_maxrss) of a fresh process per model and phase; "
+        "delta = peak - RSS after imports.\n"
+        "bf16: torch.autocast('cpu', bfloat16) forward; max|dlogit| vs fp32 on the same input."
+    )
+    if any(not r.get("img_size_kwarg", True) for r in rows):
+        print("* built without img_size (the model takes any input size)")
+    for r in rows:
+        if "error" in r:
+            print(f"\n{r['model']}: {r['error'].rstrip()}", file=sys.stderr)
+        if r.get("gflops_error"):
+            print(f"\n{r['model']}: fvcore failed: {r['gflops_error']}", file=sys.stderr)
+    if "error" in matmul:
+        print(f"\nmatmul: {matmul['error']}", file=sys.stderr)
+    checks = _targets(rows, matmul)
+    if checks:
+        print("\nTargets (CPU):")
+        for c in checks:
+            print(f"  [{'PASS' if c['ok'] else 'FAIL'}] {c['what']}: {c['value']:.3g} (target {c['target']})")
+    if args.json:
+        from regionvit_video.utils.io import atomic_write
+
+        payload = dict(
+            settings={k: v for k, v in vars(args).items() if not k.startswith("_") and k != "model"},
+            torch=torch.__version__, cpu=cpu, matmul=matmul, models=rows, targets=checks,
+        )  # fmt: skip
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                json.dump(payload, f, indent=2)
+
+        atomic_write(args.json, write)
+        print(f"\nwrote {args.json}")
+    return 1 if any("error" in r for r in rows) or "error" in matmul else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

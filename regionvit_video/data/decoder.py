@@ -1,0 +1,363 @@
+"""Video decoding: decord (default) and PyAV readers behind one interface, with a time bound.
+
+Only the frames a clip needs are decoded: ``reader.get_frames(indices)`` hands decord's
+``get_batch`` the sorted, de-duplicated, clamped indices and returns the frames in the order asked
+for (duplicates included). One reader is opened per dataset item and closed right after
+(``with open_video(...) as reader``), which keeps memory flat over many reads.
+
+decord quirks guarded here (docs/dependencies.md §2-3, decord #91 #195 #373):
+- ``len(vr)`` can over-report the frame count by one or two: indices are clamped, and when
+  ``get_batch`` fails on indices near the end, the tail indices are pulled back frame by frame
+  (up to ``_MAX_TAIL_BACKOFF`` frames) and the frame count is corrected.
+- A file decord cannot open (or decode) but PyAV can is read with PyAV automatically
+  (``fallback=True``), and a file neither can read raises :class:`DecodeError` with the reason.
+
+Time bound (DATA.DECODE_TIMEOUT). Two levels, both per dataset item:
+1. Soft bound, :func:`time_limit`: a ``SIGALRM`` interval timer in the main thread of the process
+   that decodes (a DataLoader worker, or the main process with ``NUM_WORKERS 0``). When it fires,
+   :class:`DecodeTimeout` (a :class:`DecodeError`) is raised in the decoding code, so the item
+   counts as a decode failure (retried / replaced in training, reported in testing). This
+   interrupts anything that returns to the Python interpreter: PyAV's packet loop, a slow
+   filesystem read, a decord call between frames.
+2. Hard bound, only inside DataLoader worker processes: a native loop that never returns to
+   Python (decord #373: an endless loop inside ``get_batch``) cannot be interrupted by a signal
+   handler. For that case :func:`time_limit` also arms ``faulthandler.dump_traceback_later`` at
+   ``2 * timeout + 10`` s with ``exit=True``: faulthandler's watchdog is a C thread that needs no
+   GIL, so the stuck worker prints the Python stack of the hung call to stderr and exits; the
+   DataLoader then raises "worker exited unexpectedly" in the main process instead of hanging
+   forever (the run fails loudly; it does not stall). The main process is never
+   killed this way (there only the soft bound applies).
+"""
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["decord", "pyav"]
+_MAX_TAIL_BACKOFF = 4
+# Hard bound in DataLoader workers: HARD_TIMEOUT_FACTOR * timeout + HARD_TIMEOUT_GRACE seconds.
+HARD_TIMEOUT_FACTOR = 2.0
+HARD_TIMEOUT_GRACE = 10.0
+
+
+class DecodeError(RuntimeError):
+    """A video could not be decoded. ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class DecodeTimeout(DecodeError):
+    """A decode took longer than DATA.DECODE_TIMEOUT."""
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Time bound
+# ---------------------------------------------------------------------------------------------- #
+def _in_dataloader_worker() -> bool:
+    try:
+        import torch.utils.data
+
+        return torch.utils.data.get_worker_info() is not None
+    except Exception:  # pragma: no cover - torch always importable here
+        return False
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, path: str = "") -> Iterator[None]:
+    """Raise :class:`DecodeTimeout` if the body runs longer than ``seconds`` (0: no bound).
+
+    See the module docstring for the two levels of the bound. Outside the main thread (where
+    signals cannot be used) only the hard bound of worker processes applies.
+    """
+    if not seconds or seconds <= 0:
+        yield
+        return
+    use_signal = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    hard = _in_dataloader_worker()
+    previous = None
+    fired = []
+    message = f"decode took longer than DATA.DECODE_TIMEOUT={seconds:g} s"
+    if use_signal:
+
+        def _on_alarm(signum, frame):
+            fired.append(True)
+            raise DecodeTimeout(path, message)
+
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    if hard:
+        faulthandler.dump_traceback_later(HARD_TIMEOUT_FACTOR * seconds + HARD_TIMEOUT_GRACE, repeat=False,
+                                          file=sys.stderr, exit=True)
+    try:
+        yield
+    finally:
+        if use_signal:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        if hard:
+            faulthandler.cancel_dump_traceback_later()
+    # The alarm fired where its exception was swallowed (e.g. inside a library's __del__):
+    # the item still counts as timed out.
+    if fired:
+        raise DecodeTimeout(path, message)
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Readers
+# ---------------------------------------------------------------------------------------------- #
+def _unique_sorted(indices: Sequence[int], num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clamp to [0, num_frames-1], sort and de-duplicate; also return where each input lands."""
+    idx = np.clip(np.asarray(indices, dtype=np.int64), 0, max(num_frames - 1, 0))
+    unique, inverse = np.unique(idx, return_inverse=True)
+    return unique, inverse
+
+
+class VideoReader:
+    """Common interface: ``num_frames``, ``fps``, ``get_frames(indices)``, ``close()``."""
+
+    backend: str = ""
+    path: str
+    num_frames: int
+    fps: float
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at ``indices`` (clamped to the video), (N, H, W, 3) uint8 RGB, in the given order."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class DecordReader(VideoReader):
+    """decord ``VideoReader`` with the over-reported-length guard."""
+
+    backend = "decord"
+
+    def __init__(self, path: str, num_threads: int = 1):
+        import decord
+
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise DecodeError(self.path, "file not found")
+        try:
+            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=num_threads)
+        except DecodeTimeout:
+            raise
+        except Exception as e:  # decord raises DECORDError / RuntimeError with C++ messages
+            raise DecodeError(self.path, f"decord cannot open: {_short(e)}") from None
+        self.num_frames = len(self._vr)
+        if self.num_frames <= 0:
+            self.close()
+            raise DecodeError(self.path, "decord reports no frames")
+        self.fps = float(self._vr.get_avg_fps() or 0.0)
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        if self._vr is None:
+            raise DecodeError(self.path, "reader is closed")
+        unique, inverse = _unique_sorted(indices, self.num_frames)
+        for backoff in range(_MAX_TAIL_BACKOFF + 1):
+            try:
+                frames = self._vr.get_batch(unique.tolist()).asnumpy()
+                break
+            except DecodeTimeout:
+                raise
+            except Exception as e:
+                # Over-reported frame count: the last frames do not exist. Pull the tail back.
+                last_ok = self.num_frames - 2 - backoff
+                if backoff == _MAX_TAIL_BACKOFF or last_ok < 0 or unique[-1] <= last_ok:
+                    raise DecodeError(self.path, f"decord get_batch failed: {_short(e)}") from None
+                logger.debug("%s: get_batch failed near the end (%s); clamping to %d", self.path, e, last_ok)
+                unique = np.minimum(unique, last_ok)
+        else:  # pragma: no cover
+            raise DecodeError(self.path, "decord get_batch failed")
+        if frames.ndim != 4 or frames.shape[0] != len(unique):
+            raise DecodeError(self.path, f"decord returned frames of shape {frames.shape}")
+        return frames[inverse]
+
+    def close(self) -> None:
+        # Dropping the only reference frees the native reader at once (VideoReader.__del__).
+        self._vr = None
+
+
+class PyAVReader(VideoReader):
+    """PyAV decoder: decodes in order up to the last index needed and keeps the wanted frames.
+
+    Frame ``i`` is the ``i``-th frame in presentation order, as in decord, so both give the
+    same pixels on the same file. If the stream holds fewer frames than its header says, missing
+    indices repeat the last decoded frame.
+    """
+
+    backend = "pyav"
+
+    def __init__(self, path: str, num_threads: int = 1):
+        import av
+
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise DecodeError(self.path, "file not found")
+        try:
+            self._container = av.open(self.path)
+        except DecodeTimeout:
+            raise
+        except Exception as e:
+            raise DecodeError(self.path, f"PyAV cannot open: {_short(e)}") from None
+        if not self._container.streams.video:
+            self.close()
+            raise DecodeError(self.path, "no video stream")
+        self._stream = self._container.streams.video[0]
+        if num_threads > 1:
+            self._stream.thread_type = "AUTO"
+            self._stream.codec_context.thread_count = num_threads
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+        self.num_frames = int(self._stream.frames or 0)
+        if self.num_frames <= 0:
+            self.num_frames = self._count_packets()
+        if self.num_frames <= 0:
+            self.close()
+            raise DecodeError(self.path, "no frames in the video stream")
+
+    def _count_packets(self) -> int:
+        """Frame count for containers that do not store it (mkv, webm): demux without decoding."""
+        try:
+            n = sum(1 for p in self._container.demux(self._stream) if p.size)
+        except DecodeTimeout:
+            raise
+        except Exception as e:
+            raise DecodeError(self.path, f"PyAV cannot demux: {_short(e)}") from None
+        self._container.seek(0)
+        return n
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        if self._container is None:
+            raise DecodeError(self.path, "reader is closed")
+        unique, inverse = _unique_sorted(indices, self.num_frames)
+        wanted = set(unique.tolist())
+        last = int(unique[-1])
+        got: dict[int, np.ndarray] = {}
+        previous = None
+        try:
+            self._container.seek(0)
+            for i, frame in enumerate(self._container.decode(self._stream)):
+                if i in wanted:
+                    got[i] = frame.to_ndarray(format="rgb24")
+                previous = frame
+                if i >= last:
+                    break
+        except DecodeTimeout:
+            raise
+        except Exception as e:
+            if not got:
+                raise DecodeError(self.path, f"PyAV decode failed: {_short(e)}") from None
+            logger.debug("%s: PyAV decode stopped early: %s", self.path, e)
+        if not got:
+            if previous is None:
+                raise DecodeError(self.path, "PyAV decoded no frames")
+            got[int(unique[0])] = previous.to_ndarray(format="rgb24")
+        # Indices past the real end (over-reported length) repeat the last decoded frame.
+        out, last_frame = [], None
+        for i in unique.tolist():
+            if i in got:
+                last_frame = got[i]
+            elif last_frame is None:
+                last_frame = got[min(got)]
+            out.append(last_frame)
+        return np.stack(out)[inverse]
+
+    def close(self) -> None:
+        container, self._container = getattr(self, "_container", None), None
+        if container is not None:
+            container.close()
+
+
+_READERS = {"decord": DecordReader, "pyav": PyAVReader}
+
+
+def open_video(path: str | os.PathLike, backend: Backend = "decord", *, num_threads: int = 1,
+               fallback: bool = True) -> VideoReader:
+    """Open ``path`` with ``backend``; when decord fails and ``fallback`` is set, try PyAV.
+
+    Raises:
+        DecodeError: neither decoder can open the file (the reason names both failures).
+        ValueError: unknown backend.
+    """
+    if backend not in _READERS:
+        raise ValueError(f"DATA.DECODER must be one of {sorted(_READERS)}, got {backend!r}")
+    path = str(path)
+    try:
+        return _READERS[backend](path, num_threads=num_threads)
+    except DecodeTimeout:
+        raise
+    except DecodeError as e:
+        if not fallback or backend == "pyav" or e.reason == "file not found":
+            raise
+        try:
+            reader = PyAVReader(path, num_threads=num_threads)
+        except DecodeError as e2:
+            raise DecodeError(path, f"{e.reason}; PyAV fallback: {e2.reason}") from None
+        logger.info("%s: %s; decoding with PyAV instead", path, e.reason)
+        return reader
+
+
+def read_frames(path: str | os.PathLike, indices_fn, backend: Backend = "decord", *, num_threads: int = 1,
+                timeout: float = 0.0, fallback: bool = True) -> tuple[np.ndarray, np.ndarray, VideoReader]:
+    """Open, choose indices from the real frame count, decode them, close; all under the time bound.
+
+    Args:
+        path: video file.
+        indices_fn: ``f(num_frames, fps) -> array of frame indices`` (any order, repeats allowed).
+        backend: "decord" or "pyav".
+        num_threads: decoder threads.
+        timeout: seconds for the whole call (0: no bound), see :func:`time_limit`.
+        fallback: re-read with PyAV when decord fails to open or decode the file.
+
+    Returns:
+        ``(frames (N, H, W, 3) uint8, indices used (clamped), reader)``; the reader is closed and
+        only carries ``num_frames``, ``fps`` and ``backend``.
+    """
+    path = str(path)
+    with time_limit(timeout, path):
+        reader = open_video(path, backend, num_threads=num_threads, fallback=fallback)
+        try:
+            indices = np.asarray(indices_fn(reader.num_frames, reader.fps), dtype=np.int64)
+            try:
+                frames = reader.get_frames(indices)
+            except DecodeTimeout:
+                raise
+            except DecodeError as e:
+                if not fallback or reader.backend == "pyav":
+                    raise
+                reader.close()
+                try:
+                    reader = PyAVReader(path, num_threads=num_threads)
+                    frames = reader.get_frames(indices)
+                except DecodeError as e2:
+                    raise DecodeError(path, f"{e.reason}; PyAV fallback: {e2.reason}") from None
+                logger.info("%s: %s; decoded with PyAV instead", path, e.reason)
+        finally:
+            reader.close()
+    return frames, np.clip(indices, 0, reader.num_frames - 1), reader
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

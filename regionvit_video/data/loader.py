@@ -1,0 +1,237 @@
+"""Dataset and DataLoader builders, the batch format, and the resumable sampler.
+
+Contract with the engine:
+
+- ``build_dataset(cfg, split)`` with split "train", "val" (per-epoch single view: middle frames,
+  centre crop) or "test" (all views, on TEST.SPLIT's list). Sample format: see
+  :mod:`regionvit_video.data.datasets`.
+- ``build_loader(cfg, split, ...)`` returns a ``DataLoader`` whose ``loader.sampler`` is always a
+  :class:`ResumableSampler` (a ``DistributedSampler``, also in single-process runs):
+
+  * every epoch, call ``loader.sampler.set_epoch(epoch)`` before iterating (the order of a
+    shuffled epoch and each clip's augmentation are functions of ``(RNG_SEED, epoch, index)``);
+  * **resuming mid-epoch**: to restart epoch ``e`` at iteration ``i`` (i.e. after ``i`` batches
+    were consumed), call ``loader.sampler.set_epoch(e)`` then ``loader.sampler.set_start_iter(i)``
+    (or pass ``start_iter=i`` to ``build_loader``). The next iteration over the loader skips the
+    first ``i * batch_size`` indices of this process's share of the epoch and yields exactly the
+    batches ``i, i+1, ...`` the uninterrupted run would have produced, with identical contents.
+    ``start_iter`` applies to one pass only (the next ``iter(loader)``) and is then reset to 0.
+    ``len(loader)`` stays the full epoch length, so iterate with
+    ``for it, batch in enumerate(loader, start=i)``.
+  * Distributed (torch.distributed initialised, or ``distributed=True``): each process gets
+    ``1/world_size`` of the list. Training shuffles (all processes share the permutation, seeded
+    by RNG_SEED + epoch). val/test are not shuffled and are **padded** by repeating the first
+    items so every process runs the same number of batches (no collective can hang); the engine
+    removes the duplicates after gathering by keeping one prediction per ``batch["index"]``
+    (every sample carries its position in the list). Nothing is lost: all items appear at least
+    once.
+
+- ``collate_videos(samples)``: see its docstring.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from regionvit_video.data.datasets import (DATASETS_DIR, VideoDataset, load_class_names,
+                                           read_kinetics_csv, read_ssv2_labels, read_ssv2_split)
+from regionvit_video.data.transforms import TrainTransform
+
+logger = logging.getLogger(__name__)
+
+Split = Literal["train", "val", "test"]
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Datasets
+# ---------------------------------------------------------------------------------------------- #
+def _class_names(cfg, default_file: str | None) -> list[str]:
+    n = cfg.MODEL.NUM_CLASSES
+    if cfg.DATA.CLASS_NAMES:
+        return load_class_names(cfg.DATA.CLASS_NAMES, n)
+    if default_file is not None:
+        path = DATASETS_DIR / default_file
+        if path.is_file():
+            names = load_class_names(path)
+            if len(names) == n:
+                return names
+    return [f"class_{i}" for i in range(n)]
+
+
+def build_dataset(cfg, split: Split, *, bad_videos_path: str | None = None) -> VideoDataset:
+    """The dataset of ``split`` described by ``cfg`` (TRAIN.DATASET for train/val, TEST.DATASET for test).
+
+    Kinetics layout: ``{PATH_TO_DATA_DIR}/{train,val}.csv``; test reads ``{TEST.SPLIT}.csv``.
+    SSv2: the train json for "train", the validation json for "val", and for "test" the json
+    named by TEST.SPLIT ("test"/"val"/"validation": validation json, whose labels are public;
+    "train": train json). Lists are fully checked here (errors name file and line).
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    name = (cfg.TEST.DATASET if split == "test" else cfg.TRAIN.DATASET).lower()
+    d = cfg.DATA
+    random_flip = bool(d.RANDOM_FLIP)
+    if name == "kinetics":
+        csv_name = f"{cfg.TEST.SPLIT}.csv" if split == "test" else f"{split}.csv"
+        records = read_kinetics_csv(os.path.join(d.PATH_TO_DATA_DIR, csv_name), num_classes=cfg.MODEL.NUM_CLASSES,
+                                    path_prefix=d.PATH_PREFIX, separator=d.PATH_LABEL_SEPARATOR)
+        class_names = _class_names(cfg, "kinetics400_classes.txt")
+    elif name == "ssv2":
+        if split == "test":
+            ssv2_split = "train" if cfg.TEST.SPLIT == "train" else "validation"
+        else:
+            ssv2_split = "train" if split == "train" else "validation"
+        records = read_ssv2_split(d.PATH_TO_DATA_DIR, ssv2_split, path_prefix=d.PATH_PREFIX,
+                                  num_classes=cfg.MODEL.NUM_CLASSES)
+        if cfg.DATA.CLASS_NAMES:
+            class_names = load_class_names(cfg.DATA.CLASS_NAMES, cfg.MODEL.NUM_CLASSES)
+        else:
+            by_id = {v: k for k, v in read_ssv2_labels(d.PATH_TO_DATA_DIR).items()}
+            class_names = [by_id.get(i, f"class_{i}") for i in range(cfg.MODEL.NUM_CLASSES)]
+        if split == "train" and random_flip:
+            # Left/right is part of SSv2's labels ("pushing something from left to right").
+            logger.warning("SSv2: horizontal flip disabled for training (DATA.RANDOM_FLIP=True ignored: "
+                           "left/right is part of the labels)")
+            random_flip = False
+    else:
+        raise ValueError(f"unknown dataset {name!r} (TRAIN.DATASET / TEST.DATASET): use 'kinetics' or 'ssv2'")
+
+    train_transform = None
+    if split == "train":
+        train_transform = TrainTransform(
+            jitter_scales=d.TRAIN_JITTER_SCALES, crop_size=d.TRAIN_CROP_SIZE, random_flip=random_flip,
+            rand_augment=cfg.AUG.RAND_AUGMENT, ra_magnitude=cfg.AUG.RA_MAGNITUDE,
+            ra_num_layers=cfg.AUG.RA_NUM_LAYERS, re_prob=cfg.AUG.RE_PROB, mean=d.MEAN, std=d.STD)
+    dataset = VideoDataset(
+        records, mode=split, num_frames=d.NUM_FRAMES, sampling=d.SAMPLING, sampling_rate=d.SAMPLING_RATE,
+        target_fps=d.TARGET_FPS, train_transform=train_transform, test_scale=d.TEST_SCALE,
+        test_crop_size=d.TEST_CROP_SIZE, num_ensemble_views=cfg.TEST.NUM_ENSEMBLE_VIEWS,
+        num_spatial_crops=cfg.TEST.NUM_SPATIAL_CROPS, mean=d.MEAN, std=d.STD, decoder=d.DECODER,
+        decode_threads=d.DECODE_THREADS, decode_timeout=d.DECODE_TIMEOUT, num_retries=d.NUM_RETRIES,
+        seed=cfg.RNG_SEED, bad_videos_path=bad_videos_path, class_names=class_names)
+    logger.info("%s %s: %d videos", name, split, len(dataset))
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Batches
+# ---------------------------------------------------------------------------------------------- #
+def collate_videos(samples: list[dict]) -> dict:
+    """Stack samples into a batch.
+
+    train / val batches: ``video`` (B, C, T, H, W) float, ``label`` (B,) long, ``index`` (B,) long,
+    ``path`` list[str], ``num_failures`` (B,) long.
+
+    test batches: ``video`` (B, V, C, T, H, W) float over the videos that decoded, with
+    ``label``, ``index``, ``path`` for those; ``failed`` = list of ``{"index", "path", "error"}``
+    for the ones that did not. When none decoded, ``video`` is None and ``label`` / ``index`` are
+    empty.
+    """
+    if not samples:
+        raise ValueError("collate_videos got an empty list")
+    is_test = not any("num_failures" in s for s in samples)
+    good = [s for s in samples if s.get("video") is not None]
+    batch = {
+        "video": torch.stack([s["video"] for s in good]) if good else None,
+        "label": torch.tensor([int(s["label"]) for s in good], dtype=torch.long),
+        "index": torch.tensor([int(s["index"]) for s in good], dtype=torch.long),
+        "path": [s["path"] for s in good],
+    }
+    if is_test:
+        batch["failed"] = [{"index": int(s["index"]), "path": s["path"], "error": s.get("error", "unknown error")}
+                           for s in samples if s.get("video") is None]
+    else:
+        if len(good) != len(samples):
+            raise ValueError("a train/val sample has no video")
+        batch["num_failures"] = torch.tensor([int(s["num_failures"]) for s in good], dtype=torch.long)
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Sampler and loader
+# ---------------------------------------------------------------------------------------------- #
+class ResumableSampler(DistributedSampler):
+    """A ``DistributedSampler`` that yields ``(index, epoch)`` keys and can skip the first batches.
+
+    Works without an initialised process group (``num_replicas=1, rank=0``). See the module
+    docstring for the resume protocol.
+
+    Args:
+        dataset: the dataset.
+        batch_size: per-process batch size (the unit of ``set_start_iter``).
+        num_replicas: number of processes.
+        rank: this process.
+        shuffle: shuffle every epoch (seeded by ``seed + epoch``).
+        seed: shuffling seed (identical on every process).
+        start_iter: batches to skip in the first pass.
+    """
+
+    def __init__(self, dataset: Dataset, *, batch_size: int, num_replicas: int = 1, rank: int = 0,
+                 shuffle: bool = True, seed: int = 0, start_iter: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.batch_size = int(batch_size)
+        self._start_iter = int(start_iter)
+
+    def set_start_iter(self, start_iter: int) -> None:
+        """Skip the first ``start_iter`` batches of the next pass (one pass only)."""
+        if start_iter < 0:
+            raise ValueError(f"start_iter must be >= 0, got {start_iter}")
+        self._start_iter = int(start_iter)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = list(super().__iter__())
+        skip, self._start_iter = self._start_iter * self.batch_size, 0
+        epoch = self.epoch
+        return iter([(i, epoch) for i in indices[skip:]])
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed numpy and ``random`` in each worker from torch's per-worker seed.
+
+    Items reseed from ``(seed, epoch, index)`` themselves; this covers any other use of the
+    global generators in a worker.
+    """
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(cfg, split: Split, *, bad_videos_path: str | None = None, distributed: bool | None = None,
+                 shuffle: bool | None = None, start_iter: int = 0) -> DataLoader:
+    """DataLoader for ``split``: batch TRAIN.BATCH_SIZE (train) or TEST.BATCH_SIZE (val/test) per process.
+
+    Args:
+        cfg: the config.
+        split: "train", "val" or "test".
+        bad_videos_path: file that collects ``path\\treason`` for every video that failed.
+        distributed: shard over processes; None: when torch.distributed is initialised.
+        shuffle: None: shuffle only "train".
+        start_iter: batches of the first pass to skip (mid-epoch resume; see module docstring).
+    """
+    dataset = build_dataset(cfg, split, bad_videos_path=bad_videos_path)
+    train = split == "train"
+    initialised = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        distributed = initialised
+    if distributed and not initialised:
+        raise RuntimeError("build_loader(distributed=True) needs an initialised torch.distributed process group")
+    num_replicas, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+    batch_size = cfg.TRAIN.BATCH_SIZE if train else cfg.TEST.BATCH_SIZE
+    sampler = ResumableSampler(dataset, batch_size=batch_size, num_replicas=num_replicas, rank=rank,
+                               shuffle=train if shuffle is None else shuffle, seed=cfg.RNG_SEED,
+                               start_iter=start_iter)
+    workers = int(cfg.DATA_LOADER.NUM_WORKERS)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        pin_memory=bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
+        collate_fn=collate_videos, drop_last=train, worker_init_fn=worker_init_fn,
+        # Training workers persist across epochs (no restart cost per epoch): the epoch reaches
+        # them inside each sampler key, not through dataset state.
+        persistent_workers=train and workers > 0, prefetch_factor=2 if workers > 0 else None)

@@ -1,0 +1,166 @@
+"""Spatial transforms for clips: training augmentation, the single val view and the test views.
+
+Input is what the decoder gives, ``(T, H, W, 3)`` uint8 RGB; outputs are normalised float
+``(C, T, H, W)`` clips. Resizing, cropping, flipping and RandAugment run on uint8 (torch's uint8
+bilinear kernel is several times faster than float, and only the final crop is converted), so the
+transforms stay cheap next to decoding (benchmarks/bench_loader.py). All randomness uses the global torch / python RNGs, which the dataset
+seeds per sample (so a clip is a function of seed, epoch and index only).
+
+Test crops (``TEST.NUM_SPATIAL_CROPS`` 3): the short side is scaled to ``DATA.TEST_SCALE`` (256,
+the paper's) and three ``TEST_CROP_SIZE`` squares are cut along the *long* side: start, centre,
+end (left/centre/right for landscape, top/centre/bottom for portrait), centred on the short side.
+This is pytorchvideo's / PySlowFast's ``uniform_crop``. It differs from PySlowFast's test in one
+respect: PySlowFast scales the short side to the crop size (224), so its crops are full-height;
+with 256 the crops lose 16 px at top and bottom. The papers' "top-left, centre, bottom-right"
+wording would move the first and last crop 16 px up/down; we keep them vertically centred, which
+is what the reference code's crops amount to.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from pytorchvideo.transforms import RandAugment
+from pytorchvideo.transforms.functional import short_side_scale, uniform_crop
+from timm.data.random_erasing import RandomErasing
+
+
+def to_float_cthw(frames: torch.Tensor) -> torch.Tensor:
+    """(T, H, W, C) uint8 -> (C, T, H, W) float32 in [0, 1]."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames (T, H, W, 3), got {tuple(frames.shape)}")
+    return rearrange(frames, "t h w c -> c t h w").float().div_(255.0)
+
+
+def normalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Per-channel ``(x - mean) / std`` on (C, T, H, W) or (..., C, T, H, W), in place."""
+    m = torch.as_tensor(mean, dtype=video.dtype).view(-1, 1, 1, 1)
+    s = torch.as_tensor(std, dtype=video.dtype).view(-1, 1, 1, 1)
+    return video.sub_(m).div_(s)
+
+
+def uint8_to_normalized(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(T, C, H, W) uint8 -> normalised (C, T, H, W) float32: ``(x / 255 - mean) / std``."""
+    video = rearrange(clip, "t c h w -> c t h w").float()
+    m = torch.as_tensor(mean, dtype=video.dtype).view(-1, 1, 1, 1) * 255.0
+    s = torch.as_tensor(std, dtype=video.dtype).view(-1, 1, 1, 1) * 255.0
+    return video.sub_(m).div_(s)
+
+
+def _resize_uint8(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=False, no antialias) resize of (T, C, H, W) uint8, as on floats."""
+    if tuple(clip.shape[-2:]) == tuple(size):
+        return clip
+    return F.interpolate(clip, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+
+def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """Output (H, W) with the short side ``size``; pytorchvideo's ``short_side_scale`` rounding."""
+    if width < height:
+        return int(math.floor(height / width * size)), size
+    return size, int(math.floor(width / height * size))
+
+
+def scale_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of float (C, T, H, W) so the short side is ``size`` (tiny videos are upscaled)."""
+    if min(video.shape[-2:]) == size:
+        return video
+    return short_side_scale(video, size)
+
+
+class TrainTransform:
+    """Training augmentation of one clip, the same parameters on every frame.
+
+    Short side scaled to a random size in ``jitter_scales``, random ``crop_size`` square crop
+    (computed as the equivalent crop of the source frame, then resized: see ``__call__``),
+    horizontal flip (p=0.5, if ``random_flip``), RandAugment (pytorchvideo, applied to the whole
+    clip at once so all frames get the same ops and magnitudes), normalisation, then random
+    erasing with one rectangle shared by all frames (timm's ``RandomErasing`` on the clip viewed as
+    a (C*T, H, W) image: same box, per-pixel noise).
+
+    Args:
+        jitter_scales: (min, max) short-side sizes, both >= crop_size.
+        crop_size: output height and width.
+        random_flip: horizontal flip with probability 0.5.
+        rand_augment: apply RandAugment.
+        ra_magnitude: RandAugment magnitude (m).
+        ra_num_layers: RandAugment ops per clip (n).
+        re_prob: random erasing probability (0: off).
+        mean: per-channel mean.
+        std: per-channel std.
+    """
+
+    def __init__(self, *, jitter_scales: Sequence[int] = (256, 320), crop_size: int = 224, random_flip: bool = True,
+                 rand_augment: bool = True, ra_magnitude: int = 9, ra_num_layers: int = 2, re_prob: float = 0.25,
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
+        lo, hi = int(jitter_scales[0]), int(jitter_scales[1])
+        if not crop_size <= lo <= hi:
+            raise ValueError(f"DATA.TRAIN_JITTER_SCALES {list(jitter_scales)} must satisfy "
+                             f"TRAIN_CROP_SIZE ({crop_size}) <= min <= max")
+        self.jitter_scales = (lo, hi)
+        self.crop_size = int(crop_size)
+        self.random_flip = random_flip
+        # Runs on uint8 clips: fill (128, 128, 128) is pytorchvideo's default fill 0.5 of float clips.
+        self.rand_augment = (RandAugment(magnitude=ra_magnitude, num_layers=ra_num_layers,
+                                         transform_hparas={"fill": (128, 128, 128)}) if rand_augment else None)
+        self.random_erasing = (RandomErasing(probability=re_prob, mode="pixel", max_count=1, device="cpu")
+                               if re_prob > 0 else None)
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected frames (T, H, W, 3), got {tuple(frames.shape)}")
+        _, h, w, _ = frames.shape
+        # Scale jitter + random crop, done as crop-then-resize: scaling the short side to `size`
+        # and cutting a crop_size square equals cutting a crop_size * short / size square of the
+        # source and resizing it to crop_size (same sampling positions up to integer rounding of
+        # the box), and only the crop gets resized.
+        size = int(torch.randint(self.jitter_scales[0], self.jitter_scales[1] + 1, (1,)))
+        box = max(1, round(self.crop_size * min(h, w) / size))
+        bh, bw = min(box, h), min(box, w)
+        y = int(torch.randint(0, h - bh + 1, (1,)))
+        x = int(torch.randint(0, w - bw + 1, (1,)))
+        clip = rearrange(frames[:, y:y + bh, x:x + bw], "t h w c -> t c h w")  # channels-last view, no copy
+        clip = _resize_uint8(clip, (self.crop_size, self.crop_size)).contiguous()  # T, C, S, S uint8
+        if self.random_flip and float(torch.rand(1)) < 0.5:
+            clip = clip.flip(-1)
+        if self.rand_augment is not None:
+            # pytorchvideo's RandAugment: (T, C, H, W), one draw of ops and magnitudes per clip.
+            clip = self.rand_augment(clip)
+        video = uint8_to_normalized(clip, self.mean, self.std)  # C, T, S, S
+        if self.random_erasing is not None:
+            c, t, hh, ww = video.shape
+            video = self.random_erasing(video.reshape(c * t, hh, ww)).reshape(c, t, hh, ww)
+        return video
+
+
+def eval_views(frames: torch.Tensor, *, scale: int, crop_size: int, num_crops: int,
+               mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The deterministic views of one clip: short side ``scale``, then 1 (centre) or 3 crops.
+
+    Args:
+        frames: (T, H, W, 3) uint8.
+
+    Returns:
+        (num_crops, C, T, crop_size, crop_size) float, crops ordered start, centre, end.
+    """
+    if num_crops not in (1, 3):
+        raise ValueError(f"TEST.NUM_SPATIAL_CROPS must be 1 or 3, got {num_crops}")
+    if scale < crop_size:
+        raise ValueError(f"DATA.TEST_SCALE ({scale}) must be >= DATA.TEST_CROP_SIZE ({crop_size})")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames (T, H, W, 3), got {tuple(frames.shape)}")
+    # Short-side scaling on uint8 (pytorchvideo's output size and bilinear sampling; converting
+    # whole 720p frames to float first would cost more than decoding them).
+    clip = rearrange(frames, "t h w c -> t c h w")
+    clip = _resize_uint8(clip, short_side_size(clip.shape[-2], clip.shape[-1], scale))
+    video = rearrange(clip, "t c h w -> c t h w")  # C, T, H, W uint8
+    spatial = (1,) if num_crops == 1 else (0, 1, 2)
+    crops = torch.stack([uniform_crop(video, crop_size, i) for i in spatial])  # V, C, T, S, S uint8
+    crops = crops.float()
+    m = torch.as_tensor(mean, dtype=crops.dtype).view(-1, 1, 1, 1) * 255.0
+    sd = torch.as_tensor(std, dtype=crops.dtype).view(-1, 1, 1, 1) * 255.0
+    return crops.sub_(m).div_(sd)

@@ -1,0 +1,138 @@
+"""Multi-head attention with RegionViT's relative position bias, run through ``F.scaled_dot_product_attention``.
+
+One module serves RegionViT's regional self-attention (RSA: plain attention over the regional tokens of
+an image), its local self-attention (LSA: inside each window [regional token, ws*ws local tokens], with
+the relative-position bias on the local-local block and the padding mask) and, in the video model, the
+temporal attention (no bias). Parameter names (``qkv``, ``proj``, ``rel_pos``) match the official
+``AttentionWithRelPos`` so official checkpoints load as they are.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+
+
+def rel_pos_index(window_size: int) -> torch.Tensor:
+    """Official RegionViT index map into the (2ws-1)^2 relative-position table, shape (ws^2, ws^2).
+
+    Entry [q, k] for query (qy, qx) and key (ky, kx), row-major inside the window, is
+    ``((ky-qy + ws//2) mod (2ws-1)) * (2ws-1) + ((kx-qx + ws//2) mod (2ws-1))``: the offset is key minus
+    query, shifted by ws//2 (not Swin's ws-1) and wrapped, because the official code indexes a
+    (2ws-1)x(2ws-1) arange with possibly negative Python indices. Still a bijection onto the table, but a
+    different memory layout from Swin's; official weights need exactly this map.
+    """
+    ws = window_size
+    size = 2 * ws - 1
+    ys, xs = torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")
+    coords = torch.stack([ys.flatten(), xs.flatten()])  # 2, ws*ws
+    offset = (coords[:, None, :] - coords[:, :, None] + ws // 2) % size  # 2, query, key
+    return offset[0] * size + offset[1]
+
+
+class RelPosAttention(nn.Module):
+    """Multi-head self-attention, optionally with RegionViT's relative position bias and window mask.
+
+    Args:
+        dim: channels C (input and output).
+        num_heads: heads; head_dim = C / num_heads.
+        qkv_bias: bias on the fused qkv projection (official RegionViT: True).
+        attn_drop: dropout on the attention weights.
+        proj_drop: dropout after the output projection.
+        window_size: ws of the local windows; creates ``rel_pos`` of shape (heads, (2ws-1)^2). ``None``:
+            no relative bias (e.g. temporal attention).
+    """
+
+    fused_attn: bool
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        window_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused_attn = True  # False: the explicit softmax path, written as the official code computes it
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.window_size = window_size
+        if window_size is not None:
+            self.rel_pos = nn.Parameter(torch.zeros(num_heads, (2 * window_size - 1) ** 2))
+            trunc_normal_(self.rel_pos, std=0.02)
+            # A non-persistent buffer: follows .to(device) but stays out of the state_dict, as in the official code.
+            self.register_buffer("rel_pos_index", rel_pos_index(window_size), persistent=False)
+        else:
+            self.rel_pos = None
+
+    def _bias(self, num_tokens: int, dtype: torch.dtype) -> torch.Tensor:
+        """(heads, N, N) additive bias: table values on the local-local block, 0 on the regional token's row/col."""
+        n_local = num_tokens - 1
+        if self.window_size is None or n_local != self.window_size**2:
+            raise ValueError(
+                f"local attention needs 1 + ws^2 = {1 + (self.window_size or 0) ** 2} tokens per window, "
+                f"got {num_tokens}"
+            )
+        rel = self.rel_pos[:, self.rel_pos_index].view(self.num_heads, n_local, n_local)
+        return F.pad(rel, (1, 0, 1, 0)).to(dtype)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        rel_pos: bool = False,
+        mask: torch.Tensor | None = None,
+        num_windows: int | None = None,
+    ) -> torch.Tensor:
+        """Attend within each sequence of ``x``.
+
+        Args:
+            x: (B', N, C) sequences.
+            rel_pos: add the relative position bias (local attention over [regional, ws^2 local] tokens).
+            mask: (nW, N, N) bool, True = may attend; windows are the fastest-varying part of B'
+                (B' = batch * nW). Masked scores are replaced by ``finfo(dtype).min`` after the bias is
+                added, as in the official code (fully masked rows become uniform, never NaN).
+            num_windows: nW, required with ``mask``.
+
+        Returns:
+            (B', N, C).
+        """
+        Bp, N, C = x.shape
+        qkv = self.qkv(x).view(Bp, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # B', heads, N, head_dim
+
+        attn_mask = self._bias(N, q.dtype) if rel_pos else None  # heads, N, N
+        if mask is not None:
+            if num_windows is None or Bp % num_windows:
+                raise ValueError(f"mask needs num_windows dividing the batch {Bp}, got {num_windows}")
+            # B, nW, heads, N, head_dim: the per-window mask broadcasts over the batch
+            q, k, v = (t.view(Bp // num_windows, num_windows, self.num_heads, N, self.head_dim) for t in (q, k, v))
+            if attn_mask is None:
+                attn_mask = torch.zeros(self.num_heads, N, N, dtype=q.dtype, device=q.device)
+            attn_mask = attn_mask.unsqueeze(0).masked_fill(~mask[:, None], torch.finfo(q.dtype).min)
+
+        if self.fused_attn:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
+            )
+        else:
+            attn = (q @ k.transpose(-2, -1)) * self.scale
+            if rel_pos:
+                attn = attn + self._bias(N, attn.dtype)
+            if mask is not None:
+                attn = attn.masked_fill(~mask[:, None], torch.finfo(attn.dtype).min)
+            out = self.attn_drop(attn.softmax(dim=-1)) @ v
+
+        out = out.reshape(Bp, self.num_heads, N, self.head_dim).transpose(1, 2).reshape(Bp, N, C)
+        return self.proj_drop(self.proj(out))

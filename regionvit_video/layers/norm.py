@@ -1,0 +1,38 @@
+"""Channel LayerNorm for NCHW maps, as the official RegionViT ``LayerNorm2d``."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel dim of a (B, C, H, W) map.
+
+    Matches the official ``regionvit/attention/attention2d.py::LayerNorm2d`` exactly: biased variance,
+    ``eps`` 1e-5 inside the square root, and affine parameters of shape (1, C, 1, 1) (so official
+    state_dicts load as they are). Written out with mean/var rather than ``F.layer_norm`` so that fvcore
+    counts no FLOPs for it, as it does not for the official module (the published FLOP numbers).
+
+    Args:
+        channels: number of channels C.
+        eps: added to the variance.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.channels = channels
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        std = torch.sqrt(x.var(1, unbiased=False, keepdim=True) + self.eps)
+        return (x - mean) / std * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, eps={self.eps}"

@@ -1,0 +1,127 @@
+"""Attention with relative position bias, the official index map and the window mask."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from regionvit_video.layers import RelPosAttention, from_windows, rel_pos_index, to_windows, window_mask
+
+
+def official_index_loop(ws: int) -> torch.Tensor:
+    """Slow reference, written as the official constructor loops (negative Python indices wrap)."""
+    size = 2 * ws - 1
+    table = [[r * size + c for c in range(size)] for r in range(size)]
+    out = []
+    for y in range(ws):
+        for x in range(ws):
+            for dy in range(ws):
+                for dx in range(ws):
+                    out.append(table[dy - y + ws // 2][dx - x + ws // 2])
+    return torch.tensor(out).view(ws * ws, ws * ws)
+
+
+@pytest.mark.parametrize("ws", [3, 7, 14])
+def test_rel_pos_index_matches_official_loop(ws):
+    idx = rel_pos_index(ws)
+    assert torch.equal(idx, official_index_loop(ws))
+    assert idx[0, 1].item() == ws // 2 * (2 * ws - 1) + ws // 2 + 1  # key one to the right: offset (0, +1)
+
+
+def official_mask(nh: int, nw: int, ws: int, p_b: int, p_r: int) -> torch.Tensor:
+    """Slow reference of the official mask construction (right / bottom / bottom_right assignments)."""
+    n = 1 + ws * ws
+    right = torch.zeros(n, n)
+    tmp = torch.zeros(ws, ws)
+    tmp[: ws - p_r, : ws - p_r] = 1
+    right[1:, 1:] = tmp.repeat(ws, ws)
+    right[0, 0] = 1
+    right[0, 1:] = torch.tensor([1.0] * (ws - p_r) + [0.0] * p_r).repeat(ws)
+    right[1:, 0] = torch.tensor([1.0] * (ws - p_r) + [0.0] * p_r).repeat(ws)
+    bottom = torch.zeros(n, n)
+    bottom[: ws * (ws - p_b) + 1, : ws * (ws - p_b) + 1] = 1
+    bottom_right = right.clone()
+    bottom_right[: ws * (ws - p_b) + 1, : ws * (ws - p_b) + 1] = 1
+    mask = torch.ones(nh * nw, n, n)
+    mask[nw - 1 : (nh - 1) * nw : nw] = right
+    mask[(nh - 1) * nw :] = bottom
+    mask[-1] = bottom_right
+    return mask.bool()
+
+
+@pytest.mark.parametrize("nh,nw,ws,p_b,p_r", [(3, 4, 7, 2, 5), (1, 3, 7, 0, 3), (2, 1, 5, 5, 0), (2, 2, 4, 1, 4)])
+def test_window_mask_matches_official_union_quirk(nh, nw, ws, p_b, p_r):
+    assert torch.equal(window_mask((nh, nw), ws, p_b, p_r), official_mask(nh, nw, ws, p_b, p_r))
+
+
+def test_window_layout_round_trip_and_order():
+    regional = torch.randn(2, 4, 2, 3)
+    local = torch.randn(2, 4, 9, 17)  # padded bottom/right to 2*6 x 3*6
+    x, layout = to_windows(regional, local, ws=6)
+    assert x.shape == (2 * 6, 1 + 36, 4) and layout.mask is not None
+    # window (b=1, row 0, col 2) holds local[1, :, 0:6, 12:18] row-major after its regional token
+    torch.testing.assert_close(x[6 + 2, 0], regional[1, :, 0, 2])
+    torch.testing.assert_close(x[6 + 2, 1 + 1 * 6 + 4], local[1, :, 1, 16])
+    r2, l2 = from_windows(x, layout)
+    torch.testing.assert_close(r2, regional)
+    torch.testing.assert_close(l2, local)
+    with pytest.raises(ValueError, match="larger"):
+        to_windows(regional, torch.randn(2, 4, 13, 17), ws=6)
+
+
+def _attn(ws=4, dim=64, heads=2):
+    attn = RelPosAttention(dim, num_heads=heads, window_size=ws).eval()
+    with torch.no_grad():
+        attn.rel_pos.normal_(0, 1.0)  # large bias so that a wrong layout would show
+    return attn
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_sdpa_equals_explicit_softmax(padded):
+    ws, nh, nw = 4, 2, 3
+    attn = _attn(ws)
+    mask = window_mask((nh, nw), ws, 1, 3) if padded else None
+    x = torch.randn(2 * nh * nw, 1 + ws * ws, 64)
+    with torch.no_grad():
+        fused = attn(x, rel_pos=True, mask=mask, num_windows=nh * nw)
+        attn.fused_attn = False
+        plain = attn(x, rel_pos=True, mask=mask, num_windows=nh * nw)
+        # regional attention path: no bias, no mask
+        r = torch.randn(2, 6, 64)
+        plain_r = attn(r)
+        attn.fused_attn = True
+        fused_r = attn(r)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused_r, plain_r, rtol=1e-5, atol=1e-5)
+
+
+def test_explicit_path_is_official_formula():
+    """The explicit path is q k^T * scale + bias on the local block, masked entries replaced, softmax."""
+    ws = 3
+    attn = _attn(ws, dim=32, heads=1)
+    attn.fused_attn = False
+    x = torch.randn(1, 1 + ws * ws, 32)
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    scores = q @ k.transpose(-2, -1) * 32**-0.5
+    bias = attn.rel_pos[0][official_index_loop(ws)]
+    scores[:, 1:, 1:] += bias
+    expected = attn.proj(scores.softmax(-1) @ v)
+    torch.testing.assert_close(attn(x, rel_pos=True), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fully_masked_rows_are_finite_under_bf16_autocast():
+    ws = 4
+    attn = _attn(ws)
+    mask = window_mask((2, 2), ws, 4, 4)  # whole padded row/column of windows: fully masked queries
+    x = torch.randn(4, 1 + ws * ws, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x, rel_pos=True, mask=mask, num_windows=4)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    with torch.no_grad():
+        ref = attn(x, rel_pos=True, mask=mask, num_windows=4)
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+
+
+def test_wrong_token_count_is_a_clear_error():
+    attn = _attn(4)
+    with pytest.raises(ValueError, match="1 \\+ ws\\^2"):
+        attn(torch.randn(2, 10, 64), rel_pos=True)

@@ -1,0 +1,266 @@
+"""RegionViT image models: official parity, state_dict layout, parameter and FLOP counts, API."""
+from __future__ import annotations
+
+import math
+import os
+import zlib
+
+import pytest
+import torch
+
+from regionvit_video.layers import RelPosAttention, count_flops, rel_pos_index
+from regionvit_video.models import RegionViT, create_model, list_models
+from regionvit_video.utils.io import safe_torch_load
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+FIXTURE = os.path.join(DATA, "regionvit_parity.pt")
+
+# Parity cases: official config + overrides, our model + overrides, input sizes (H, W).
+# "tiny" covers 3conv/w7 without padding (224), padding in both dims (256x320) and the full-patch quirk
+# (200x168); the second covers 1conv, window 14 (stage 4 padded even at 224), PEG and det_norm.
+PARITY_CASES = {
+    "tiny": (
+        "tiny", dict(num_classes=10), ("regionvit_tiny", dict(num_classes=10)), [(224, 224), (256, 320), (200, 168)]
+    ),
+    "pico_1conv_w14_peg_det": (
+        "small_w14_peg",
+        dict(num_classes=10, patch_conv_type="1conv", embed_dim=[32, 32, 64, 128, 256], num_heads=[1, 2, 4, 8],
+             depth=[1, 1, 2, 1], det_norm=True),
+        ("regionvit_pico", dict(num_classes=10, patch_conv_type="1conv", window_size=14, peg=True, det_norm=True)),
+        [(224, 224), (200, 168)],
+    ),
+}
+
+
+def formula_state_dict(reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Deterministic, RNG-free weights for every key of ``reference`` (same values for proj/proj_cls aliases).
+
+    Norm weights 1 + 0.2 sin, biases 0.05 sin, rel_pos tables 0.5 sin, other weights sin / sqrt(fan_in);
+    the phase of each tensor comes from a CRC of its key, so values do not depend on the torch version.
+    """
+    out = {}
+    for key, ref in reference.items():
+        name = key.replace(".proj_cls.", ".proj.")
+        t = torch.arange(ref.numel(), dtype=torch.float64)
+        base = torch.sin(t * 0.7 + (zlib.crc32(name.encode()) % 1000) / 100.0)
+        is_norm_weight = key.endswith("weight") and ("norm" in key or (ref.ndim == 4 and ref.shape[0] == 1))
+        if key.endswith("rel_pos"):
+            val = 0.5 * base
+        elif is_norm_weight:
+            val = 1.0 + 0.2 * base
+        elif key.endswith("bias"):
+            val = 0.05 * base
+        else:
+            val = base / math.sqrt(ref[0].numel())
+        out[key] = val.reshape(ref.shape).to(torch.float32)
+    return out
+
+
+def parity_input(height: int, width: int) -> torch.Tensor:
+    """A batch of 2 smooth RNG-free images (2, 3, H, W)."""
+    h = torch.arange(height, dtype=torch.float64)[:, None]
+    w = torch.arange(width, dtype=torch.float64)[None, :]
+    imgs = []
+    for b in range(2):
+        chans = [torch.sin(0.11 * h + 0.07 * w * (c + 1) + c + b) * torch.cos(0.05 * w - 0.03 * h * (c + 1 + b))
+                 for c in range(3)]
+        imgs.append(torch.stack(chans))
+    return torch.stack(imgs).to(torch.float32)
+
+
+def sample_features(f: torch.Tensor) -> torch.Tensor:
+    """Every 4th channel, row and column of a (B, C, H, W) map (keeps the fixture small)."""
+    return f[:, ::4, ::4, ::4].contiguous().clone()
+
+
+# --- parity with the official code ------------------------------------------------------------------
+@pytest.mark.parametrize("case", list(PARITY_CASES))
+def test_matches_official_outputs(case):
+    """Logits and per-stage local maps equal the official code's (fixture made by regionvit_parity_make.py)."""
+    ref = safe_torch_load(FIXTURE)
+    _, _, (name, overrides), sizes = PARITY_CASES[case]
+    model = create_model(name, **overrides).eval()
+    model.load_state_dict(formula_state_dict(model.state_dict()), strict=True)
+    for hw in sizes:
+        x = parity_input(*hw)
+        with torch.no_grad():
+            logits = model(x)
+            feats = model.forward_features(x, detection=True)
+        tag = f"{case}/{hw[0]}x{hw[1]}"
+        torch.testing.assert_close(logits, ref[f"{tag}/logits"], rtol=0, atol=5e-5, msg=lambda m: f"{tag} logits: {m}")
+        for s, f in enumerate(feats):
+            torch.testing.assert_close(sample_features(f), ref[f"{tag}/stage{s}"], rtol=0, atol=5e-5,
+                                       msg=lambda m: f"{tag} stage {s}: {m}")
+
+
+# --- state_dict layout, parameter and FLOP counts ---------------------------------------------------
+def _spec_small_keys() -> list[tuple[str, tuple[int, ...]]]:
+    """regionvit_small state_dict keys and shapes, written out from the spec's listing rules (§3.1/3.2)."""
+    keys = [("patch_embed.proj.0.weight", (24, 3, 3, 3)), ("patch_embed.proj.0.bias", (24,)),
+            ("patch_embed.proj.1.weight", (1, 24, 1, 1)), ("patch_embed.proj.1.bias", (1, 24, 1, 1)),
+            ("patch_embed.proj.3.weight", (48, 24, 3, 3)), ("patch_embed.proj.3.bias", (48,)),
+            ("patch_embed.proj.4.weight", (1, 48, 1, 1)), ("patch_embed.proj.4.bias", (1, 48, 1, 1)),
+            ("patch_embed.proj.6.weight", (96, 48, 3, 3)), ("patch_embed.proj.6.bias", (96,)),
+            ("cls_token.proj.weight", (96, 3, 28, 28)), ("cls_token.proj.bias", (96,))]
+    dims, depths = (96, 192, 384, 768), (2, 2, 8, 2)
+    for s, (c, d) in enumerate(zip(dims, depths)):
+        if s > 0:
+            for alias in ("proj", "proj_cls"):
+                keys += [(f"layers.{s}.block.0.{alias}.0.weight", (1, c // 2, 1, 1)),
+                         (f"layers.{s}.block.0.{alias}.0.bias", (1, c // 2, 1, 1)),
+                         (f"layers.{s}.block.0.{alias}.2.weight", (c, 1, 3, 3)),
+                         (f"layers.{s}.block.0.{alias}.2.bias", (c,))]
+        for i in range(1, d + 1):
+            p = f"layers.{s}.block.{i}."
+            keys += [(p + "norm0.weight", (c,)), (p + "norm0.bias", (c,)), (p + "norm1.weight", (c,)),
+                     (p + "norm1.bias", (c,)), (p + "attn.rel_pos", (c // 32, 169)),
+                     (p + "attn.qkv.weight", (3 * c, c)),
+                     (p + "attn.qkv.bias", (3 * c,)), (p + "attn.proj.weight", (c, c)), (p + "attn.proj.bias", (c,)),
+                     (p + "norm2.weight", (c,)), (p + "norm2.bias", (c,)), (p + "mlp.fc1.weight", (4 * c, c)),
+                     (p + "mlp.fc1.bias", (4 * c,)), (p + "mlp.fc2.weight", (c, 4 * c)), (p + "mlp.fc2.bias", (c,))]
+    keys += [("norm.weight", (768,)), ("norm.bias", (768,)), ("head.weight", (1000, 768)), ("head.bias", (1000,))]
+    return keys
+
+
+def test_state_dict_matches_official_listing():
+    with torch.device("meta"):
+        model = create_model("regionvit_small")
+    sd = model.state_dict()
+    assert [(k, tuple(v.shape)) for k, v in sd.items()] == _spec_small_keys()
+    assert len(sd) == 250
+    assert sum(v.numel() for v in sd.values()) == 30_601_402  # proj_cls aliases counted twice
+    assert model.layers[1].block[0].proj_cls is model.layers[1].block[0].proj
+
+
+OFFICIAL_PARAMS = {
+    "regionvit_tiny": 13_842_676, "regionvit_small": 30_586_618, "regionvit_medium": 41_215_906,
+    "regionvit_base": 72_747_232, "regionvit_small_w14": 31_354_714, "regionvit_small_w14_peg": 31_367_674,
+    "regionvit_base_w14": 73_825_120, "regionvit_base_w14_peg": 73_842_400,
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_param_count_equals_official(name):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=1000)
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    n_keys = len(model.state_dict())
+    assert n_keys == (250 if "small" in name or "tiny" in name else 332) + (4 if "peg" in name else 0)
+
+
+def test_medium_keys_differ_from_small_as_spec():
+    with torch.device("meta"):
+        small, medium = create_model("regionvit_small").state_dict(), create_model("regionvit_medium").state_dict()
+    assert tuple(medium["patch_embed.proj.weight"].shape) == (96, 3, 8, 8)
+    extra = set(medium) - set(small)
+    assert extra == {"patch_embed.proj.weight", "patch_embed.proj.bias"} | {
+        k for k in medium if any(k.startswith(f"layers.2.block.{i}.") for i in range(9, 15))}
+
+
+@pytest.mark.parametrize("name,gflops", [("regionvit_tiny", 2.426), ("regionvit_small", 5.355),
+                                         ("regionvit_medium", 7.431), ("regionvit_base", 13.074)])
+def test_flops_at_224_match_official(name, gflops):
+    model = cheap_model(name)
+    flops = count_flops(model, torch.randn(1, 3, 224, 224))
+    assert abs(flops / 1e9 - gflops) / gflops < 0.01, flops
+    if name == "regionvit_small":  # the paper's numbers do not count LayerNorm: 5.339G -> "5.3G"
+        no_ln = count_flops(model, torch.randn(1, 3, 224, 224), count_layer_norm=False)
+        assert abs(no_ln / 1e9 - 5.339) < 0.001, no_ln
+
+
+def cheap_model(name: str, **kwargs) -> torch.nn.Module:
+    """A model with zero weights, built without the (slow) random init: for FLOP counting only."""
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    model = model.to_empty(device="cpu")
+    for t in list(model.parameters()) + list(model.buffers()):
+        t.data.zero_()
+    for m in model.modules():
+        if isinstance(m, RelPosAttention) and m.window_size is not None:
+            m.rel_pos_index = rel_pos_index(m.window_size)
+    return model
+
+
+# --- API and robustness ----------------------------------------------------------------------------
+def test_registry_lists_all_variants():
+    names = set(list_models("regionvit_*"))
+    for v in ("tiny", "small", "medium", "base", "small_w14", "small_w14_peg", "base_w14", "base_w14_peg", "pico"):
+        assert f"regionvit_{v}" in names and f"regionvit_video_{v}" in names
+
+
+@pytest.mark.parametrize("name", ["regionvit_tiny", "regionvit_medium", "regionvit_small_w14_peg", "regionvit_pico"])
+def test_forward_shapes_variants(name):
+    """3conv/1conv, w7/w14, PEG: the right logits and per-stage shapes at a size that needs padding.
+
+    Zero weights built without the random init (shapes only); values are checked elsewhere.
+    """
+    model = cheap_model(name, num_classes=3).eval()
+    x = torch.randn(2, 3, 60, 92)
+    with torch.no_grad():
+        assert model(x).shape == (2, 3)
+        maps = model.forward_features(x, detection=True)
+    # local maps: stride 4 (3conv: ceil twice; 1conv: floor((H-2)/4)+1), then ceil halves
+    h, w = (15, 23)
+    expected = [(h, w), (8, 12), (4, 6), (2, 3)]
+    dims = model.embed_dim[1:]
+    assert [tuple(m.shape) for m in maps] == [(2, c, *hw) for c, hw in zip(dims, expected)]
+
+
+def test_pico_api_grads_and_features():
+    model = create_model("regionvit_pico", num_classes=5, drop_path_rate=0.1, drop_rate=0.1)
+    x = torch.randn(2, 3, 84, 112)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, model.num_features) == (2, 256)
+    torch.testing.assert_close(model.forward_head(feats, pre_logits=True), feats)
+    out = model.forward_head(feats)
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, no_grad
+    maps = model.forward_features(x, detection=True)
+    assert [tuple(m.shape) for m in maps] == [(2, 32, 21, 28), (2, 64, 11, 14), (2, 128, 6, 7), (2, 256, 3, 4)]
+    assert [(f["num_chs"], f["reduction"]) for f in model.feature_info] == [(32, 4), (64, 8), (128, 16), (256, 32)]
+    model.reset_classifier(7)
+    assert model(x).shape == (2, 7) and model.get_classifier().out_features == 7
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 256)
+    assert model.no_weight_decay() == set()
+
+
+def test_grad_checkpointing_matches_plain():
+    torch.manual_seed(0)
+    model = create_model("regionvit_pico", num_classes=4, peg=True)
+    x = torch.randn(2, 3, 70, 98)
+    out_plain = model(x)
+    out_plain.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    out_ckpt = model(x)
+    out_ckpt.square().sum().backward()
+    torch.testing.assert_close(out_ckpt, out_plain)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], msg=lambda m: f"{n}: {m}")
+    assert create_model("regionvit_pico", act_checkpoint=True).layers[0].grad_checkpointing
+
+
+def test_autocast_bf16_close_to_fp32():
+    model = create_model("regionvit_pico", num_classes=4).eval()
+    x = torch.randn(1, 3, 88, 60)  # padded: the mask path runs in bf16
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), ref, rtol=0.1, atol=0.1)
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match="embed_dim"):
+        RegionViT(embed_dim=(32, 32, 64), depths=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="num_heads"):
+        RegionViT(embed_dim=(64, 64, 128, 256, 512), depths=(1, 1, 1, 1), num_heads=(2, 4))
+    with pytest.raises(ValueError, match="regionvit_video"):
+        create_model("regionvit_pico")(torch.randn(1, 3, 2, 32, 32))
+    with pytest.raises(KeyError, match="regionvit_small"):
+        create_model("regionvit_smal")

@@ -1,0 +1,59 @@
+"""The one place the config becomes a model, and the shared run setup (seeds, autocast)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+
+import numpy as np
+import torch
+import torch.nn as nn
+from fvcore.common.config import CfgNode
+
+logger = logging.getLogger(__name__)
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_model(cfg: CfgNode) -> nn.Module:
+    """``create_model(MODEL.ARCH, ...)`` with the config's class count, frames and regularisation."""
+    from regionvit_video.models import create_model
+
+    return create_model(
+        cfg.MODEL.ARCH,
+        num_classes=cfg.MODEL.NUM_CLASSES,
+        num_frames=cfg.DATA.NUM_FRAMES,
+        drop_path_rate=cfg.MODEL.DROP_PATH_RATE,
+        drop_rate=cfg.MODEL.DROPOUT_RATE,
+        act_checkpoint=cfg.MODEL.ACT_CHECKPOINT,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on CUDA for "bf16" / "fp16"; a no-op on CPU or for "none"."""
+    if precision == "none" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=_AMP_DTYPES[precision])
+
+
+def amp_enabled(device: torch.device, precision: str) -> bool:
+    if precision != "none" and device.type != "cuda":
+        logger.warning("TRAIN.MIXED_PRECISION=%s applies on CUDA only; running in float32 on %s",
+                       precision, device)
+    return precision != "none" and device.type == "cuda"
+
+
+def memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory (MB) on CUDA, else this process's resident memory."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20

@@ -1,0 +1,166 @@
+"""Checkpoints: PySlowFast names, atomic writes, safe loading, RNG states for exact resume.
+
+Layout in ``OUTPUT_DIR/checkpoints/`` (epochs counted from 1; lexical order is chronological)::
+
+    checkpoint_epoch_00002.pyth              end of epoch 2
+    checkpoint_epoch_00003-iter_000120.pyth  epoch 3 after 120 of its iterations
+    checkpoint_epoch_00003.pyth              end of epoch 3
+
+('-' sorts before '.', so a mid-epoch state of epoch 3 lists between the ends of epochs 2 and 3; the
+lexically last file, which is what PySlowFast's ``get_last_checkpoint`` picks, is the newest.)
+
+A checkpoint holds only tensors, plain containers and plain values, so it loads with
+``weights_only=True`` (:func:`regionvit_video.utils.io.safe_torch_load`):
+
+- ``model_state``: the model's state_dict without any DDP ``module.`` prefix;
+- ``optimizer_state``, ``scheduler_state``, ``scaler_state`` (or None), ``ema_state`` (or None);
+- ``rng_states``: one dict per rank (python, numpy, torch, cuda);
+- ``epoch`` (1-based epoch the state belongs to), ``iteration`` (iterations of it done),
+  ``epoch_complete``, ``global_step`` (optimizer updates so far), ``iters_per_epoch``;
+- ``cfg``: the run's config as a YAML string; ``meters``: per-rank running sums of a partial epoch.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from regionvit_video.utils.io import atomic_torch_save, safe_torch_load
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_SUBDIR = "checkpoints"
+_NAME_RE = re.compile(r"^checkpoint_epoch_(\d{5})(?:-iter_(\d{6}))?\.pyth$")
+
+
+class CheckpointFormatError(ValueError):
+    """A file given as a toolkit checkpoint is something else (e.g. an official image checkpoint)."""
+
+
+def checkpoint_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / CHECKPOINT_SUBDIR
+
+
+def checkpoint_name(epoch: int, iteration: int | None = None) -> str:
+    """``checkpoint_epoch_{epoch:05d}.pyth``, or the mid-epoch ``...-iter_{iteration:06d}.pyth``."""
+    if iteration is None:
+        return f"checkpoint_epoch_{epoch:05d}.pyth"
+    return f"checkpoint_epoch_{epoch:05d}-iter_{iteration:06d}.pyth"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Checkpoints in ``OUTPUT_DIR/checkpoints``, oldest first (temporary files of writes are ignored)."""
+    d = checkpoint_dir(output_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if _NAME_RE.match(p.name))
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(output_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def prune_checkpoints(output_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (0: keep all); returns the deleted paths."""
+    if keep <= 0:
+        return []
+    old = list_checkpoints(output_dir)[:-keep]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return old
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def strip_prefix(state: dict[str, Any], prefix: str = "module.") -> dict[str, Any]:
+    """State dict keys without a leading ``prefix`` (DDP's ``module.``)."""
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+# ------------------------------------------------------------------------------------------------ #
+# RNG states as tensors and plain values (numpy arrays are not allowed by weights_only loading)
+# ------------------------------------------------------------------------------------------------ #
+def get_rng_state() -> dict[str, Any]:
+    """This process's python, numpy, torch and CUDA generator states, weights_only-loadable."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            logger.warning("checkpoint has CUDA RNG states for %d devices, this machine has %d; "
+                           "CUDA RNG not restored", len(state["cuda"]), torch.cuda.device_count())
+
+
+# ------------------------------------------------------------------------------------------------ #
+# Save and load
+# ------------------------------------------------------------------------------------------------ #
+def save_checkpoint(path: str | Path, **content: Any) -> Path:
+    """Write ``content`` atomically (a kill during the write leaves the previous file intact)."""
+    path = Path(path)
+    atomic_torch_save(content, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a toolkit checkpoint safely (weights_only); checks it has a ``model_state``."""
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or "model_state" not in ckpt:
+        keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointFormatError(
+            f"{path} is not a regionvit-video checkpoint (no 'model_state'; found {keys}). To start "
+            "from an image checkpoint use MODEL.PRETRAINED; to fine-tune use TRAIN.CHECKPOINT_FILE_PATH"
+        )
+    return ckpt
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any], *, source: str = "") -> None:
+    """Strictly load a toolkit ``model_state`` into ``model`` (DDP wrapper or not)."""
+    target = unwrap_model(model)
+    state = strip_prefix(state)
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"checkpoint {source} does not match model {type(target).__name__}: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:5]} (is MODEL.ARCH / MODEL.NUM_CLASSES the one it was trained with?)"
+        )

@@ -1,0 +1,159 @@
+"""torch.distributed setup and the few collectives the engine needs.
+
+The supported launcher is ``torchrun`` (one process per GPU, one machine or many): it sets RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, and :func:`init_distributed` joins the group
+with ``init_method="env://"``. NCCL is used on CUDA and gloo on CPU. For PySlowFast users,
+``--init_method/--shard_id/--num_shards`` without torchrun start one process per machine.
+Every helper works unchanged in a single process (no process group).
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``"auto"``: CUDA (this process's LOCAL_RANK GPU) when available, else CPU."""
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("DEVICE is 'cuda' but torch.cuda.is_available() is False")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(
+    device: str = "auto",
+    backend: str = "auto",
+    *,
+    init_method: str | None = None,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    timeout_minutes: float = 30.0,
+) -> DistInfo:
+    """Join the process group described by torchrun's environment (or the PySlowFast flags).
+
+    Args:
+        device: ``cfg.DEVICE`` ("auto", "cuda" or "cpu").
+        backend: ``cfg.DIST_BACKEND`` ("auto": nccl on CUDA, gloo on CPU).
+        init_method, shard_id, num_shards: PySlowFast flags, used only without torchrun.
+    """
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+        local_rank = int(env.get("LOCAL_RANK", 0))
+        method = "env://"
+        if init_method or num_shards > 1:
+            logger.warning("launched by torchrun: ignoring --init_method/--shard_id/--num_shards")
+    elif num_shards > 1:
+        if not init_method:
+            raise ValueError("--num_shards > 1 without torchrun needs --init_method tcp://HOST:PORT")
+        rank, world, local_rank, method = shard_id, num_shards, 0, init_method
+        logger.warning("one process per machine via --init_method; torchrun is the supported launcher")
+    else:
+        rank, world, local_rank, method = 0, 1, 0, None
+    dev = resolve_device(device, local_rank)
+    if world <= 1:
+        return DistInfo(0, 1, local_rank, dev, None)
+    if backend == "auto":
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, init_method=method, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(minutes=timeout_minutes))
+    return DistInfo(rank, world, local_rank, dev, backend)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over all processes (a new tensor; ``t`` is untouched)."""
+    t = t.detach().clone()
+    if is_dist():
+        if dist.get_backend() == "nccl" and t.device.type != "cuda":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (pickled; for small per-process results)."""
+    if not is_dist():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every process."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def shared_file(path: str | os.PathLike | None) -> Path | None:
+    """Rank 0's ``path`` on every process, each of which must be able to read it.
+
+    Checkpoint choices (newest file, resume point) are made by rank 0 so that all processes agree
+    even while files appear; a multi-node job therefore needs OUTPUT_DIR on a shared filesystem.
+    """
+    chosen = broadcast_object(str(path) if path else None)
+    if chosen is not None and not Path(chosen).is_file():
+        raise FileNotFoundError(
+            f"process {get_rank()} cannot see {chosen}, which process 0 uses: OUTPUT_DIR must be on a "
+            "filesystem shared by every machine of a multi-node job")
+    return Path(chosen) if chosen else None

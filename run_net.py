@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Train, validate, test and extract features with one command (PySlowFast's ``tools/run_net.py``).
+
+    python run_net.py --cfg configs/k400_regionvit_m.yaml DATA.PATH_TO_DATA_DIR /data/k400 OUTPUT_DIR runs/m
+    torchrun --nproc_per_node 8 run_net.py --cfg configs/k400_regionvit_m.yaml ...          # 8 GPUs
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d \\
+        --rdzv_endpoint HOST0:29500 run_net.py --cfg ...                                    # 2 machines
+
+Jobs run in order when enabled: TRAIN (with per-epoch single-view validation), TEST (multi-view,
+the reportable number), FEATURES (feature extraction), DEMO (top-k classes of one video).
+``KEY VALUE`` pairs after the flags (or after ``--opts``) override the config; the config is
+validated before any work starts and written to OUTPUT_DIR/config.yaml.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import regionvit_video  # noqa: F401  (installs the pytorchvideo import shim first)
+from regionvit_video.config.load import ConfigError, config_from_args, parse_args, save_config
+from regionvit_video.data import DatasetFormatError
+from regionvit_video.engine import (NoCheckpointError, TooManyBadVideosError, TrainingDivergedError,
+                                    cleanup_distributed, init_distributed, test, train)
+from regionvit_video.engine.checkpoint import CheckpointFormatError
+from regionvit_video.engine.log import setup_logging
+from regionvit_video.utils.io import UnsafeCheckpointError
+
+logger = logging.getLogger("regionvit_video.run_net")
+# Errors whose message says everything: no traceback.
+_CLEAN_ERRORS = (ConfigError, NoCheckpointError, TrainingDivergedError, TooManyBadVideosError, DatasetFormatError,
+                 CheckpointFormatError, UnsafeCheckpointError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    dist_info = init_distributed(cfg.DEVICE, cfg.DIST_BACKEND, init_method=args.init_method,
+                                 shard_id=args.shard_id, num_shards=args.num_shards)
+    setup_logging(cfg.OUTPUT_DIR if dist_info.is_main else None, rank=dist_info.rank)
+    if dist_info.is_main:
+        save_config(cfg)  # the resolved config of this invocation: OUTPUT_DIR/config.yaml
+    logger.info("%s on %s, process %d of %d", args.cfg_file, dist_info.device, dist_info.rank, dist_info.world_size)
+    try:
+        if cfg.TRAIN.ENABLE:
+            train(cfg, dist_info)
+        if cfg.TEST.ENABLE:
+            test(cfg, dist_info)
+        if cfg.FEATURES.ENABLE:
+            from regionvit_video.engine.features import run_feature_extraction
+
+            run_feature_extraction(cfg)
+        if cfg.DEMO.ENABLE and dist_info.is_main:
+            from regionvit_video.engine.predict import run_demo
+
+            run_demo(cfg)
+    except _CLEAN_ERRORS as e:
+        logger.error("%s: %s", type(e).__name__, e)
+        return 1
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Training, multi-view testing and exact resume on a tiny generated Kinetics-layout dataset.
+
+The tiny config: regionvit_video_pico, 4 frames, 32 px crops, 6 real H.264 videos, batch 2, mixup,
+RandAugment, drop path and EMA on (every source of randomness that resume must reproduce).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import regionvit_video.engine.trainer as trainer_mod
+from regionvit_video.config import load_config
+from regionvit_video.data.testing import make_kinetics_folder
+from regionvit_video.engine import NoCheckpointError, TooManyBadVideosError, TrainingDivergedError, test, train
+from regionvit_video.engine import checkpoint as ck
+from regionvit_video.engine.tester import resolve_test_checkpoint
+from regionvit_video.utils.io import safe_torch_load
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: forked children (which must not start OpenMP pools after fork) and the parent
+    then compute with the same reduction order, and 2 shared cores are not oversubscribed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("k_tiny")
+    info = make_kinetics_folder(root, num_classes=3, videos_per_class=2, size=(32, 40), frames=8, seed=0)
+    broken = Path(info["prefix"]) / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(300))  # a truncated, undecodable file
+    good = Path(info["csv"]["test"]).read_text().splitlines()
+    # 4 good videos + 1 broken: 5 entries (2 processes pad this list to 6).
+    (root / "test5.csv").write_text("\n".join(good[:4] + ["broken.mp4 1"]) + "\n")
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "train.csv").write_text("\n".join(good + ["broken.mp4 1"] * 2) + "\n")
+    (bad / "val.csv").write_text("\n".join(good) + "\n")
+    info["bad_dir"] = str(bad)
+    return info
+
+
+def tiny_cfg(dataset, out_dir, *extra):
+    opts = [*dataset["cfg_opts"],
+            "MODEL.ARCH", "regionvit_video_pico", "DATA.NUM_FRAMES", "4",
+            "DATA.TRAIN_JITTER_SCALES", "[32, 40]", "DATA.TRAIN_CROP_SIZE", "32",
+            "DATA.TEST_SCALE", "32", "DATA.TEST_CROP_SIZE", "32",
+            "TRAIN.BATCH_SIZE", "2", "TEST.BATCH_SIZE", "2", "DATA_LOADER.NUM_WORKERS", "0",
+            "SOLVER.MAX_EPOCH", "2", "SOLVER.WARMUP_EPOCHS", "0.5", "SOLVER.BASE_LR", "0.001",
+            "MODEL_EMA.ENABLE", "True", "MODEL_EMA.DECAY", "0.9",
+            "TRAIN.CHECKPOINT_ITER_PERIOD", "2", "TRAIN.CHECKPOINT_KEEP", "0", "LOG_PERIOD", "1",
+            "TEST.SPLIT", "test5", "TEST.NUM_SPATIAL_CROPS", "3", "OUTPUT_DIR", str(out_dir), *extra]
+    return load_config(None, [str(o) for o in opts])
+
+
+def final_state(out_dir):
+    ckpt = safe_torch_load(ck.checkpoint_dir(out_dir) / ck.checkpoint_name(2))
+    return ckpt
+
+
+def assert_same_final_weights(out_a, out_b):
+    a, b = final_state(out_a), final_state(out_b)
+    assert a["global_step"] == b["global_step"] == 6
+    for key in ("model_state", "ema_state"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            torch.testing.assert_close(b[key][name], a[key][name], rtol=0, atol=1e-6, msg=f"{key}.{name}")
+    exp_a = [s["exp_avg"] for s in a["optimizer_state"]["state"].values()]
+    exp_b = [s["exp_avg"] for s in b["optimizer_state"]["state"].values()]
+    for x, y in zip(exp_a, exp_b):
+        torch.testing.assert_close(y, x, rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference_run(dataset, tmp_path_factory):
+    """An uninterrupted 2-epoch run (3 iterations per epoch)."""
+    out = tmp_path_factory.mktemp("ref")
+    result = train(tiny_cfg(dataset, out))
+    return out, result
+
+
+def test_training_writes_logs_checkpoints_and_curves(reference_run):
+    out, result = reference_run
+    assert result.epochs_run == 2
+    assert result.last_checkpoint == ck.checkpoint_dir(out) / "checkpoint_epoch_00002.pyth"
+    names = [p.name for p in ck.list_checkpoints(out)]
+    assert names == ["checkpoint_epoch_00001-iter_000002.pyth", "checkpoint_epoch_00001.pyth",
+                     "checkpoint_epoch_00002-iter_000002.pyth", "checkpoint_epoch_00002.pyth"]
+    c = safe_torch_load(result.last_checkpoint)  # weights_only
+    assert {"model_state", "optimizer_state", "scheduler_state", "scaler_state", "ema_state", "rng_states",
+            "epoch", "iteration", "cfg", "global_step"} <= set(c)
+    assert (c["epoch"], c["iteration"], c["epoch_complete"]) == (2, 3, True)
+    assert not any(k.startswith("module.") for k in c["model_state"])
+    assert "MODEL:" in c["cfg"] and "regionvit_video_pico" in c["cfg"]
+    assert set(c["rng_states"][0]) == {"python", "numpy", "torch", "cuda"}
+
+    assert (out / "config.yaml").is_file()
+    records = [json.loads(line) for line in (out / "json_stats.log").read_text().splitlines()]
+    types = [r["_type"] for r in records]
+    assert types.count("train_iter") == 6 and types.count("train_epoch") == 2 and types.count("val_epoch") == 2
+    val = [r for r in records if r["_type"] == "val_epoch"]
+    assert all(r["split"] == "val_single_view" and 0 <= r["top1_acc"] <= 100 and r["num_videos"] == 6 for r in val)
+    assert "ema_top1_acc" in val[0]
+    it = next(r for r in records if r["_type"] == "train_iter")
+    assert {"loss", "lr", "dt", "dt_data", "eta", "global_iter", "epoch", "iter"} <= set(it)
+    assert np.isfinite(it["loss"]) and it["lr"] > 0
+    assert "json_stats: {" in (out / "stdout.log").read_text()
+    assert any((out / "tensorboard").iterdir())
+    png = out / "training_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_multiview_test_writes_results(reference_run, dataset):
+    out, result = reference_run
+    cfg = tiny_cfg(dataset, out, "TRAIN.ENABLE", "False")
+    res = test(cfg)
+    saved = json.loads((out / "test_results.json").read_text())
+    assert saved == json.loads(json.dumps(res))
+    assert saved["checkpoint"] == str(result.last_checkpoint)
+    assert saved["views"]["per_video"] == 3 and saved["views"]["spatial_crops"] == 3
+    assert saved["num_videos"] == 4 and saved["num_failed"] == 1
+    assert saved["failed"][0]["path"].endswith("broken.mp4") and saved["failed"][0]["error"]
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert 0.0 <= saved[key] <= 100.0
+    assert saved["top5"] == 100.0  # 3 classes: the label is always in the top 5
+    rows = list(csv.DictReader(open(out / "test_predictions.csv")))
+    assert [int(r["index"]) for r in rows] == [0, 1, 2, 3]
+    top1 = 100.0 * sum(int(r["correct"]) for r in rows) / len(rows)
+    assert top1 == pytest.approx(saved["top1"])
+    per_class = list(csv.DictReader(open(out / "test_per_class_accuracy.csv")))
+    assert [r["class_name"] for r in per_class] == dataset["class_names"]
+    assert sum(int(r["num_videos"]) for r in per_class) == 4
+    assert (out / "test_confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert any(json.loads(line)["_type"] == "test_final" for line in (out / "json_stats.log").read_text().splitlines())
+
+
+def test_killed_twice_then_rerun_gives_identical_weights(reference_run, dataset, tmp_path):
+    """SIGKILL right after an epoch checkpoint, rerun, stop again after a mid-epoch checkpoint, rerun:
+    the final weights, EMA and optimizer moments equal the uninterrupted run's."""
+    out = tmp_path / "killed"
+    cfg = tiny_cfg(dataset, out)
+
+    def kill_at_global_iteration_4(epoch, it, global_it):
+        if global_it == 4:  # epoch 2, iteration 1: the newest checkpoint is the end of epoch 1
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    pid = os.fork()
+    if pid == 0:  # child: train until killed; never returns to pytest
+        try:
+            torch.set_num_threads(1)
+            train(cfg, iteration_hook=kill_at_global_iteration_4)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert ck.latest_checkpoint(out).name == "checkpoint_epoch_00001.pyth"
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_global_iteration_5(epoch, it, global_it):
+        if global_it == 5:  # epoch 2, after the mid-epoch checkpoint of its iteration 2
+            raise Stop
+
+    torch.manual_seed(1234), np.random.seed(1234)  # a fresh process would have other RNG states
+    with pytest.raises(Stop):
+        train(cfg, iteration_hook=stop_at_global_iteration_5)
+    assert ck.latest_checkpoint(out).name == "checkpoint_epoch_00002-iter_000002.pyth"
+
+    torch.manual_seed(99), np.random.seed(99)
+    result = train(cfg)
+    assert result.epochs_run == 1  # only the rest of epoch 2 was left
+    assert_same_final_weights(reference_run[0], out)
+
+
+def test_nan_loss_stops_naming_the_iteration_and_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
+    real = trainer_mod.build_train_loss
+
+    def nan_on_third_call(cfg, mixup_enabled):
+        crit, calls = real(cfg, mixup_enabled), []
+
+        def loss(logits, target):
+            calls.append(1)
+            value = crit(logits, target)
+            return value * float("nan") if len(calls) == 3 else value
+        return loss
+
+    monkeypatch.setattr(trainer_mod, "build_train_loss", nan_on_third_call)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDivergedError, match=r"loss is nan at epoch 1, iteration 3/3 .*Last good checkpoint: "
+                                                    r".*checkpoint_epoch_00001-iter_000002\.pyth"):
+        train(tiny_cfg(dataset, out, "TRAIN.EVAL_PERIOD", "0"))
+    last = ck.latest_checkpoint(out)
+    assert last.name == "checkpoint_epoch_00001-iter_000002.pyth"
+    state = ck.load_checkpoint(last)["model_state"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_too_many_bad_videos_stops_with_a_clear_message(dataset, tmp_path):
+    out = tmp_path / "bad"
+    cfg = tiny_cfg(dataset, out, "DATA.PATH_TO_DATA_DIR", dataset["bad_dir"], "TRAIN.MAX_BAD_VIDEO_FRACTION", "0.05",
+                   "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0", "DATA.NUM_RETRIES", "0",
+                   "TEST.ENABLE", "False")
+    with pytest.raises(TooManyBadVideosError,
+                       match=r"failed to decode in epoch 1 .*MAX_BAD_VIDEO_FRACTION 5\.0%.*bad_videos\.txt"):
+        train(cfg)
+    assert "broken.mp4" in (out / "bad_videos.txt").read_text()
+
+
+def test_gradient_accumulation_clipping_and_pretrained_inflation(dataset, tmp_path):
+    from regionvit_video.models import create_model
+
+    image = create_model("regionvit_pico", num_classes=1000)
+    pretrained = tmp_path / "RegionViT-pico.pth"
+    torch.save({"model": image.state_dict(), "epoch": 299}, pretrained)  # official (DeiT-style) layout
+    out = tmp_path / "accum"
+    cfg = tiny_cfg(dataset, out, "TRAIN.GRAD_ACCUM_STEPS", "2", "MODEL.PRETRAINED", str(pretrained),
+                   "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0", "TEST.ENABLE", "False",
+                   "TRAIN.CHECKPOINT_ITER_PERIOD", "0", "MODEL_EMA.ENABLE", "False", "SOLVER.CLIP_GRAD_NORM", "1.0")
+    train(cfg)
+    c = ck.load_checkpoint(ck.checkpoint_dir(out) / ck.checkpoint_name(1))
+    assert c["global_step"] == 2  # 3 iterations, 2 per step: the last partial group also steps
+    log = (out / "stdout.log").read_text()
+    assert "GRADIENT ACCUMULATION IS ON: 2 iterations per optimizer step; effective batch 4" in log
+    assert "pretrained weights: loaded" in log and str(pretrained) in log
+    # The stem was inflated from the image model, then trained a little: still close to it.
+    w0 = image.state_dict()["patch_embed.proj.0.weight"]
+    assert (c["model_state"]["patch_embed.proj.0.weight"] - w0).abs().max() < 0.05
+
+
+def test_test_without_any_checkpoint_is_an_error(dataset, tmp_path):
+    cfg = load_config(None, [*map(str, dataset["cfg_opts"]), "TRAIN.ENABLE", "False", "OUTPUT_DIR", str(tmp_path)],
+                      check_paths=False)
+    with pytest.raises(NoCheckpointError, match="refusing to test an untrained model"):
+        resolve_test_checkpoint(cfg)
+    cfg2 = load_config(None, [*map(str, dataset["cfg_opts"]), "OUTPUT_DIR", str(tmp_path),
+                              "TEST.CHECKPOINT_FILE_PATH", str(tmp_path / "gone.pyth")], check_paths=False)
+    with pytest.raises(NoCheckpointError, match=r"TEST\.CHECKPOINT_FILE_PATH: checkpoint .*gone\.pyth does not exist"):
+        test(cfg2)

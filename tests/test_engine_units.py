@@ -1,0 +1,165 @@
+"""Engine parts without a training run: optimizer groups, schedule, checkpoint files, RNG, metrics."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from regionvit_video.config import load_config
+from regionvit_video.engine import checkpoint as ck
+from regionvit_video.engine.build import build_model
+from regionvit_video.engine.meters import MultiViewAggregator, ensemble_views, topk_correct
+from regionvit_video.engine.optim import build_optimizer, build_scheduler, build_train_loss, weight_decay_split
+from regionvit_video.utils.io import safe_torch_load
+
+
+def _cfg(*opts):
+    return load_config(None, ["TRAIN.ENABLE", "False", "TEST.ENABLE", "False", "MODEL.ARCH", "regionvit_video_pico",
+                              "MODEL.NUM_CLASSES", "5", "DATA.NUM_FRAMES", "4", *opts])
+
+
+def test_no_weight_decay_on_norms_biases_rel_pos_and_embeddings():
+    cfg = _cfg()
+    model = build_model(cfg)
+    decay, no_decay = weight_decay_split(model)
+    rel_pos = [n for n, _ in model.named_parameters() if n.endswith("rel_pos")]
+    ln2d = [f"{m}.{p}" for m, mod in model.named_modules() if type(mod).__name__ == "LayerNorm2d"
+            for p, _ in mod.named_parameters(recurse=False)]
+    assert rel_pos and ln2d, "the model should have rel_pos tables and LayerNorm2d layers"
+    assert all(p.ndim > 1 for n, p in model.named_parameters() if n in ln2d and n.endswith("weight"))
+    assert set(rel_pos) <= set(no_decay) and set(ln2d) <= set(no_decay)
+    assert "time_embed" in no_decay
+    assert all(not n.endswith(".bias") for n in decay)
+    assert "cls_token.proj.weight" in decay  # RegionViT's regional tokenizer conv is decayed like patch_embed
+    assert any(n.endswith("attn.qkv.weight") for n in decay) and "head.weight" in decay
+
+    opt = build_optimizer(cfg, model)
+    assert type(opt).__name__ == "AdamW"
+    wd_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert all(wd_of[id(params[n])] == 0.0 for n in rel_pos + ln2d)
+    assert all(wd_of[id(params[n])] == cfg.SOLVER.WEIGHT_DECAY for n in decay)
+
+
+def test_cosine_schedule_with_warmup_per_iteration():
+    cfg = _cfg("SOLVER.MAX_EPOCH", "4", "SOLVER.WARMUP_EPOCHS", "1.0", "SOLVER.BASE_LR", "0.1",
+               "SOLVER.WARMUP_START_LR", "0.0", "SOLVER.COSINE_END_LR", "0.0")
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = build_scheduler(cfg, opt, updates_per_epoch=10)
+    lrs = []
+    for step in range(41):
+        sched.step_update(step)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(0.0)
+    assert lrs[5] == pytest.approx(0.05)             # linear warm-up over the first 10 updates
+    assert lrs[20] == pytest.approx(0.05, rel=1e-6)  # half way through the cosine: base / 2
+    assert lrs[40] == pytest.approx(0.0, abs=1e-9)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_losses_follow_mixup_and_smoothing():
+    assert type(build_train_loss(_cfg(), mixup_enabled=True)).__name__ == "SoftTargetCrossEntropy"
+    assert type(build_train_loss(_cfg(), mixup_enabled=False)).__name__ == "LabelSmoothingCrossEntropy"
+    assert isinstance(build_train_loss(_cfg("MIXUP.LABEL_SMOOTHING", "0.0"), mixup_enabled=False),
+                      torch.nn.CrossEntropyLoss)
+
+
+def test_checkpoint_names_sort_chronologically(tmp_path):
+    chrono = [ck.checkpoint_name(1, 50), ck.checkpoint_name(1), ck.checkpoint_name(2, 10), ck.checkpoint_name(2, 200),
+              ck.checkpoint_name(2), ck.checkpoint_name(3, 5), ck.checkpoint_name(10)]
+    assert chrono[1] == "checkpoint_epoch_00001.pyth"
+    assert sorted(chrono) == chrono
+    d = ck.checkpoint_dir(tmp_path)
+    d.mkdir(parents=True)
+    for name in reversed(chrono):
+        (d / name).write_bytes(b"x")
+    (d / ".checkpoint_epoch_00011.pyth.abc.tmp").write_bytes(b"partial")  # an interrupted write
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == chrono
+    assert ck.latest_checkpoint(tmp_path).name == "checkpoint_epoch_00010.pyth"
+    removed = ck.prune_checkpoints(tmp_path, keep=2)
+    assert [p.name for p in removed] == chrono[:-2]
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == chrono[-2:]
+
+
+def test_rng_state_round_trips_through_weights_only_checkpoint(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    np.random.randn()  # leaves a cached gaussian in numpy's state
+    state = ck.get_rng_state()
+    expected = (random.random(), np.random.rand(), np.random.randn(), torch.rand(1).item())
+    path = ck.save_checkpoint(tmp_path / "c.pyth", model_state={"w": torch.ones(1)}, rng_states=[state])
+    loaded = safe_torch_load(path)  # weights_only: only tensors and plain values inside
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    ck.set_rng_state(loaded["rng_states"][0])
+    assert (random.random(), np.random.rand(), np.random.randn(), torch.rand(1).item()) == expected
+
+
+def test_load_checkpoint_rejects_foreign_files(tmp_path):
+    torch.save({"model": {"w": torch.ones(1)}}, tmp_path / "official.pth")
+    with pytest.raises(ValueError, match="not a regionvit-video checkpoint.*MODEL.PRETRAINED"):
+        ck.load_checkpoint(tmp_path / "official.pth")
+
+
+def test_model_state_must_match_strictly(tmp_path):
+    model = torch.nn.Linear(2, 3)
+    state = {"module.weight": torch.zeros(3, 2), "module.bias": torch.zeros(3)}
+    ck.load_model_state(model, state)  # DDP prefix stripped
+    assert torch.equal(model.weight, torch.zeros(3, 2))
+    with pytest.raises(RuntimeError, match="missing keys"):
+        ck.load_model_state(model, {"weight": torch.zeros(3, 2)}, source="x.pyth")
+
+
+def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    """SIGKILL in the middle of torch.save: the previous file stays intact and is still the latest."""
+    good = ck.checkpoint_dir(tmp_path) / ck.checkpoint_name(1)
+    ck.save_checkpoint(good, model_state={"w": torch.arange(4.0)}, epoch=1)
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as fh:  # leave a half-written file behind, then die
+            fh.truncate(os.path.getsize(f) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    pid = os.fork()
+    if pid == 0:  # child: overwrite the epoch-1 file, then write epoch 2; killed during the first write
+        try:
+            monkeypatch.setattr(torch, "save", dying_save)
+            ck.save_checkpoint(good, model_state={"w": torch.zeros(4)}, epoch=2)
+            ck.save_checkpoint(ck.checkpoint_dir(tmp_path) / ck.checkpoint_name(2), model_state={}, epoch=2)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    leftovers = [p.name for p in ck.checkpoint_dir(tmp_path).iterdir()]
+    assert any(n.endswith(".tmp") for n in leftovers)  # the write really was cut
+    assert ck.latest_checkpoint(tmp_path) == good
+    loaded = ck.load_checkpoint(good)
+    assert loaded["epoch"] == 1 and torch.equal(loaded["model_state"]["w"], torch.arange(4.0))
+
+
+def test_multiview_ensemble_and_metrics():
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]]])  # 1 video, 2 views, 3 classes
+    p = ensemble_views(logits)
+    expected = (torch.softmax(logits[0, 0], -1) + torch.softmax(logits[0, 1], -1)) / 2
+    torch.testing.assert_close(p[0], expected)
+    assert p.argmax().item() == 2  # softmax averaging, not a vote
+
+    hits = topk_correct(torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]]), torch.tensor([2, 0]), ks=(1, 2))
+    assert hits[1].tolist() == [False, True] and hits[2].tolist() == [True, True]
+
+    agg = MultiViewAggregator(num_classes=3)
+    scores = torch.eye(3)[[0, 1, 1, 2]]  # predictions 0, 1, 1, 2
+    agg.add(torch.tensor([0, 1, 2, 3]), scores, torch.tensor([0, 1, 2, 2]), ["a", "b", "c", "d"])
+    agg.add(torch.tensor([0]), scores[:1], torch.tensor([0]), ["a"])  # sampler padding: same video again
+    agg.add_failed([{"index": 4, "path": "e", "error": "moov atom not found"}])
+    m = agg.gather().metrics()
+    assert m["num_videos"] == 4
+    assert m["top1_acc"] == pytest.approx(75.0)
+    assert m["mean_class_accuracy"] == pytest.approx(100 * (1 + 1 + 0.5) / 3)
+    assert agg.confusion_matrix().tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert list(agg.failed) == [4]

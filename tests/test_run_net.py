@@ -1,0 +1,123 @@
+"""run_net.py end to end: config errors, and a 2-process (gloo) train + test equal to a 1-process test.
+
+The two processes are forked from the test process and join through torchrun's environment
+variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), exactly what torchrun sets.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from regionvit_video.data.testing import make_kinetics_folder
+from regionvit_video.engine import checkpoint as ck
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: forked children (which must not start OpenMP pools after fork) and the parent
+    then compute with the same reduction order, and 2 shared cores are not oversubscribed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run_net():
+    spec = importlib.util.spec_from_file_location("run_net", REPO / "run_net.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _argv(data: dict, out: Path, *extra: str) -> list[str]:
+    opts = [*map(str, data["cfg_opts"]),
+            "MODEL.ARCH", "regionvit_video_pico", "DATA.NUM_FRAMES", "4", "DATA.TRAIN_JITTER_SCALES", "[32, 40]",
+            "DATA.TRAIN_CROP_SIZE", "32", "DATA.TEST_SCALE", "32", "DATA.TEST_CROP_SIZE", "32",
+            "TRAIN.BATCH_SIZE", "2", "TEST.BATCH_SIZE", "2", "DATA_LOADER.NUM_WORKERS", "0",
+            "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "1", "TEST.SPLIT", "test5", "TEST.NUM_SPATIAL_CROPS", "3",
+            "OUTPUT_DIR", str(out), *extra]
+    return ["--cfg", str(REPO / "configs" / "demo.yaml"), *opts]
+
+
+def test_config_error_exits_with_message(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("TRAIN:\n  BATCH_SIZ: 2\n")
+    assert _run_net().main(["--cfg", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml, line 2: unknown config key TRAIN.BATCH_SIZ; did you mean TRAIN.BATCH_SIZE" in err
+
+
+def test_two_process_train_and_test_equal_one_process_test(tmp_path):
+    data = make_kinetics_folder(tmp_path / "data", num_classes=3, videos_per_class=2, size=(32, 40), frames=8)
+    (Path(data["prefix"]) / "broken.mp4").write_bytes(b"not a video")
+    good = Path(data["csv"]["test"]).read_text().splitlines()
+    # 5 entries: 2 processes pad the list to 6 (one video twice), which must not count twice.
+    (tmp_path / "data" / "test5.csv").write_text("\n".join(good[:4] + ["broken.mp4 2"]) + "\n")
+    run_net = _run_net()
+    out2 = tmp_path / "two_procs"
+    port = _free_port()
+    pids = []
+    for rank in range(2):
+        pid = os.fork()
+        if pid == 0:  # a torchrun-launched process
+            code = 1
+            try:
+                torch.set_num_threads(1)
+                os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                code = run_net.main(_argv(data, out2))
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    deadline, codes = time.time() + 400, {}
+    while len(codes) < 2 and time.time() < deadline:
+        for pid in pids:
+            if pid not in codes:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    codes[pid] = os.waitstatus_to_exitcode(status)
+        time.sleep(0.2)
+    for pid in pids:
+        if pid not in codes:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert list(codes.values()) == [0, 0], f"exit codes {codes} (timeout: {len(codes) < 2})"
+
+    # Rank 0 wrote everything; 1 iteration per epoch (6 videos / 2 processes / batch 2).
+    ckpt = ck.checkpoint_dir(out2) / "checkpoint_epoch_00001.pyth"
+    assert ck.list_checkpoints(out2) == [ckpt]
+    final = ck.load_checkpoint(ckpt)
+    assert final["world_size"] == 2 and len(final["rng_states"]) == 2 and final["global_step"] == 1
+    stats = [json.loads(line) for line in (out2 / "json_stats.log").read_text().splitlines()]
+    train_epoch = [r for r in stats if r["_type"] == "train_epoch"]
+    assert [r["num_samples"] for r in train_epoch] == [4]  # both processes' samples counted
+    val = [r for r in stats if r["_type"] == "val_epoch"]
+    assert [r["num_videos"] for r in val] == [6]
+    res2 = json.loads((out2 / "test_results.json").read_text())
+    assert res2["num_processes"] == 2 and res2["num_videos"] == 4 and res2["num_failed"] == 1
+
+    # The same checkpoint tested by one process gives the same predictions file.
+    out1 = tmp_path / "one_proc"
+    assert run_net.main(_argv(data, out1, "TRAIN.ENABLE", "False", "TEST.CHECKPOINT_FILE_PATH", str(ckpt))) == 0
+    res1 = json.loads((out1 / "test_results.json").read_text())
+    assert (out1 / "test_predictions.csv").read_text() == (out2 / "test_predictions.csv").read_text()
+    assert (out1 / "test_per_class_accuracy.csv").read_text() == (out2 / "test_per_class_accuracy.csv").read_text()
+    for key in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed", "failed", "checkpoint"):
+        assert res1[key] == res2[key], key
+    assert len((out1 / "test_predictions.csv").read_text().splitlines()) == 1 + 4

@@ -8,6 +8,15 @@
 
 Jobs run in order when enabled: TRAIN (with per-epoch single-view validation), TEST (multi-view,
 the reportable number), FEATURES (feature extraction), DEMO (top-k classes of one video).
+TRAIN.ENABLE and TEST.ENABLE default to True, except in an inference job: with FEATURES.ENABLE or
+DEMO.ENABLE True they are off unless set explicitly (in the YAML chain or on the command line), so
+
+    python run_net.py --cfg configs/k400_regionvit_m.yaml FEATURES.ENABLE True FEATURES.INPUT videos/ \
+        TEST.CHECKPOINT_FILE_PATH ck.pyth
+    python run_net.py --cfg configs/k400_regionvit_m.yaml DEMO.ENABLE True DEMO.INPUT v.mp4 \
+        TEST.CHECKPOINT_FILE_PATH ck.pyth
+
+only extract features / predict (add ``TEST.ENABLE True`` to also test); the log says so.
 ``KEY VALUE`` pairs after the flags (or after ``--opts``) override the config; the config is
 validated before any work starts and written to OUTPUT_DIR/config.yaml.
 """
@@ -23,18 +32,19 @@ from regionvit_video.engine import (NoCheckpointError, TooManyBadVideosError, Tr
                                     cleanup_distributed, init_distributed, test, train)
 from regionvit_video.engine.checkpoint import CheckpointFormatError
 from regionvit_video.engine.log import setup_logging
-from regionvit_video.utils.io import UnsafeCheckpointError
+from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
 
 logger = logging.getLogger("regionvit_video.run_net")
 # Errors whose message says everything: no traceback.
 _CLEAN_ERRORS = (ConfigError, NoCheckpointError, TrainingDivergedError, TooManyBadVideosError, DatasetFormatError,
-                 CheckpointFormatError, UnsafeCheckpointError)
+                 CheckpointFormatError, UnsafeCheckpointError, CheckpointReadError)
 
 
 def main(argv: list[str] | None = None) -> int:
+    notes: list[str] = []  # derived settings, logged once logging is set up
     try:
         args = parse_args(argv)
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, notes=notes)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -44,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     if dist_info.is_main:
         save_config(cfg)  # the resolved config of this invocation: OUTPUT_DIR/config.yaml
     logger.info("%s on %s, process %d of %d", args.cfg_file, dist_info.device, dist_info.rank, dist_info.world_size)
+    for note in notes:
+        logger.info("%s", note)
     try:
+        if cfg.TRAIN.ENABLE and cfg.TEST.ENABLE:
+            from regionvit_video.data import build_dataset
+
+            build_dataset(cfg, "test")  # a bad line in the test list stops the run now, not after training
         if cfg.TRAIN.ENABLE:
             train(cfg, dist_info)
         if cfg.TEST.ENABLE:

@@ -98,3 +98,33 @@ def make_hostile_videos(root: str | os.PathLike) -> dict[str, Path]:
     out["corrupt_middle"].write_bytes(bytes(damaged))
     good.unlink()
     return out
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Hostile list files
+# ---------------------------------------------------------------------------------------------- #
+# Lines of a Kinetics-layout list (``path label``, space-separated, MODEL.NUM_CLASSES 2) that must stop
+# a run before training, with what the error must say after "<list file>:<line number>: ".
+BAD_CSV_LINES = {
+    "label_out_of_range": (b"clip.mp4 7", "label 7 out of range for MODEL.NUM_CLASSES=2"),
+    "label_not_integer": (b"clip.mp4 seven", "label 'seven' is not an integer"),
+    "extra_column": (b"clip.mp4 1 extra", "expected 2 columns"),
+    "non_utf8_byte": (b"caf\xe9.mp4 1", "not valid UTF-8"),
+}
+# An SSv2 template that is not in something-something-v2-labels.json.
+UNKNOWN_SSV2_TEMPLATE = "Juggling [something] on a unicycle"
+
+
+def shell_metachar_paths(marker_dir: str | os.PathLike) -> dict[str, tuple[str, Path]]:
+    """List paths that would run a command if a shell ever saw them: {case: (path, marker it would create)}.
+
+    They hold spaces, so they go in lists with another DATA.PATH_LABEL_SEPARATOR (e.g. ",").
+    """
+    m = Path(marker_dir)
+    return {
+        "dollar_paren": (f"$(touch {m / 'pwned_dollar'}).mp4", m / "pwned_dollar"),
+        "backticks": (f"`touch {m / 'pwned_backtick'}`.mp4", m / "pwned_backtick"),
+        "semicolon": (f"x.mp4; touch {m / 'pwned_semicolon'}", m / "pwned_semicolon"),
+        "pipe": (f"x.mp4 | touch {m / 'pwned_pipe'}", m / "pwned_pipe"),
+        "ampersand": (f"x.mp4 && touch {m / 'pwned_amp'} #", m / "pwned_amp"),
+    }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from pathlib import Path
 
@@ -210,3 +211,35 @@ def test_saved_config_reloads_identically(tmp_path):
     again = load_config(str(path), check_paths=False)
     assert again == cfg
     assert load_yaml_with_base(path)["SOLVER"]["BASE_LR"] == 2e-4
+
+
+def test_inference_jobs_turn_training_and_testing_off_unless_set_explicitly(tmp_path, caplog, monkeypatch):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    feats = ["FEATURES.ENABLE", "True", "FEATURES.INPUT", str(videos)]
+    notes: list[str] = []
+    cfg = load_config(None, feats, notes=notes)  # no data dir needed: nothing trains or tests
+    assert not cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE and cfg.FEATURES.ENABLE
+    assert len(notes) == 1 and "FEATURES.ENABLE is True: TRAIN.ENABLE and TEST.ENABLE set to False" in notes[0]
+    monkeypatch.setattr(logging.getLogger("regionvit_video"), "propagate", True)  # setup_logging turns it off
+    with caplog.at_level("INFO", logger="regionvit_video"):
+        cfg = load_config(None, ["DEMO.ENABLE", "True", "DEMO.INPUT", str(REPO / "tests/data/realshort.mp4")])
+    assert not cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE
+    assert "DEMO.ENABLE is True: TRAIN.ENABLE and TEST.ENABLE set to False" in caplog.text
+
+    # Set explicitly on the command line, or anywhere in the YAML chain: kept.
+    cfg = load_config(None, [*feats, "TEST.ENABLE", "True"], check_paths=False, notes=notes)
+    assert cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE
+    assert notes[-1].endswith("TRAIN.ENABLE True is set explicitly)")
+    base = _write(tmp_path / "base.yaml", "TRAIN:\n  ENABLE: True\n")
+    child = _write(tmp_path / "child.yaml", "_BASE_: base.yaml\nDEMO:\n  ENABLE: True\n")
+    cfg = load_config(child, check_paths=False)
+    assert cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE
+    # Not an inference job: the defaults stand and nothing is noted.
+    notes.clear()
+    cfg = load_config(None, [], check_paths=False, notes=notes)
+    assert cfg.TRAIN.ENABLE and cfg.TEST.ENABLE and notes == []
+    # The saved config records the derived values.
+    cfg = load_config(None, feats)
+    save_config(cfg, tmp_path / "out")
+    assert load_config(tmp_path / "out" / "config.yaml", check_paths=False).TRAIN.ENABLE is False

@@ -248,3 +248,63 @@ def test_test_without_any_checkpoint_is_an_error(dataset, tmp_path):
                               "TEST.CHECKPOINT_FILE_PATH", str(tmp_path / "gone.pyth")], check_paths=False)
     with pytest.raises(NoCheckpointError, match=r"TEST\.CHECKPOINT_FILE_PATH: checkpoint .*gone\.pyth does not exist"):
         test(cfg2)
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_cleans_tmp_files_and_validation_counts_failures(
+        reference_run, dataset, tmp_path):
+    """A truncated newest checkpoint and a stale .tmp file from a killed write: the rerun falls back to the
+    newest checkpoint that loads (warning, damaged file kept until rewritten), removes the .tmp file, and ends
+    with the reference weights. A val video that fails to decode is not substituted: it is counted in the
+    val_epoch stats (num_failed) and listed in bad_videos.txt, accuracy over the videos that decoded."""
+    import shutil
+
+    ref_out = reference_run[0]
+    out = tmp_path / "damaged"
+    shutil.copytree(ck.checkpoint_dir(ref_out), ck.checkpoint_dir(out))
+    newest = ck.checkpoint_dir(out) / "checkpoint_epoch_00002.pyth"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    stale = ck.checkpoint_dir(out) / ".checkpoint_epoch_00002.pyth.0a1b2c3d4e5f.tmp"
+    stale.write_bytes(b"\0" * 4096)
+    data = tmp_path / "valbad"
+    data.mkdir()
+    shutil.copy(dataset["csv"]["train"], data / "train.csv")
+    val_lines = Path(dataset["csv"]["val"]).read_text().splitlines()
+    (data / "val.csv").write_text("\n".join(val_lines + ["broken.mp4 1"]) + "\n")
+
+    result = train(tiny_cfg(dataset, out, "DATA.PATH_TO_DATA_DIR", str(data), "TEST.ENABLE", "False"))
+    assert result.epochs_run == 1  # resumed from the mid-epoch checkpoint of epoch 2
+    assert not stale.exists()
+    log = (out / "stdout.log").read_text()
+    assert f"removed {stale}" in log
+    assert f"checkpoint {newest} is damaged and is skipped" in log
+    assert "resumed from " + str(ck.checkpoint_dir(out) / "checkpoint_epoch_00002-iter_000002.pyth") in log
+    assert_same_final_weights(ref_out, out)  # the damaged file was rewritten by the resumed run
+
+    val = [json.loads(line) for line in (out / "json_stats.log").read_text().splitlines()]
+    val = [r for r in val if r["_type"] == "val_epoch"]
+    assert len(val) == 1 and val[0]["num_videos"] == len(val_lines) and val[0]["num_failed"] == 1
+    assert "ema_num_failed" not in val[0] and 0 <= val[0]["top1_acc"] <= 100
+    bad = [line.split("\t") for line in (out / "bad_videos.txt").read_text().splitlines()]
+    assert len(bad) == 1 and bad[0][0].endswith("broken.mp4") and bad[0][1]
+    assert "1 failed to decode" in log
+
+
+def test_validation_does_not_substitute_failed_videos(dataset, tmp_path):
+    from regionvit_video.data import build_loader
+    from regionvit_video.engine import build_model, validate
+
+    data = tmp_path / "val_all_bad"
+    data.mkdir()
+    (data / "val.csv").write_text("broken.mp4 1\nbroken.mp4 0\nmissing.mp4 2\n")
+    (data / "train.csv").write_text("broken.mp4 1\n")
+    cfg = tiny_cfg(dataset, tmp_path / "o", "DATA.PATH_TO_DATA_DIR", str(data), "DATA.NUM_RETRIES", "1",
+                   "TEST.ENABLE", "False")
+    loader = build_loader(cfg, "val")
+    batches = list(loader)
+    assert batches[0]["video"] is None and [f["index"] for f in batches[0]["failed"]] == [0, 1]
+    model = build_model(cfg)
+    stats = validate(cfg, model, loader, torch.device("cpu"), show_progress=False,
+                     bad_videos_path=tmp_path / "bad.txt")
+    assert stats["num_videos"] == 0 and stats["num_failed"] == 3
+    lines = (tmp_path / "bad.txt").read_text().splitlines()
+    assert [line.split("\t")[0].rsplit("/", 1)[-1] for line in lines] == ["broken.mp4", "broken.mp4", "missing.mp4"]

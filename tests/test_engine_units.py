@@ -1,6 +1,7 @@
 """Engine parts without a training run: optimizer groups, schedule, checkpoint files, RNG, metrics."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -163,3 +164,82 @@ def test_multiview_ensemble_and_metrics():
     assert m["mean_class_accuracy"] == pytest.approx(100 * (1 + 1 + 0.5) / 3)
     assert agg.confusion_matrix().tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     assert list(agg.failed) == [4]
+
+
+class _CallsGetcwd:
+    """Pickles to a call of ``os.getcwd``: a real pickle needing a global weights_only forbids."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_safe_torch_load_tells_damaged_files_from_unsafe_pickles(tmp_path):
+    from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
+
+    good = tmp_path / "good.pyth"
+    torch.save({"w": torch.arange(3.0)}, good)
+    legacy = tmp_path / "legacy.pth"  # pre-1.6 format: a pickle stream, not a zip archive
+    torch.save({"w": torch.arange(3.0)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(safe_torch_load(legacy)["w"], torch.arange(3.0))
+    files = {"random": os.urandom(4096), "empty": b"", "text": b"version https://git-lfs.github.com/spec/v1\n",
+             "truncated_zip": good.read_bytes()[:200]}
+    for name, content in files.items():
+        path = tmp_path / f"{name}.pyth"
+        path.write_bytes(content)
+        with pytest.raises(RuntimeError) as info:
+            safe_torch_load(path)
+        assert not isinstance(info.value, UnsafeCheckpointError), name
+        assert isinstance(info.value, CheckpointReadError) and str(path) in str(info.value), name
+        if name != "truncated_zip":
+            assert "not a torch checkpoint file (truncated or corrupted?)" in str(info.value), name
+    for legacy_format in (False, True):
+        evil = tmp_path / f"evil_{legacy_format}.pyth"
+        torch.save({"x": _CallsGetcwd()}, evil, _use_new_zipfile_serialization=not legacy_format)
+        with pytest.raises(UnsafeCheckpointError, match="refused to load .*getcwd"):
+            safe_torch_load(evil)
+
+
+def test_stale_temporary_checkpoint_files_are_removed(tmp_path, caplog, monkeypatch):
+    d = ck.checkpoint_dir(tmp_path)
+    ck.save_checkpoint(d / ck.checkpoint_name(1), model_state={})
+    stale = [d / ".checkpoint_epoch_00002.pyth.1a2b3c4d5e6f.tmp", d / ".checkpoint_epoch_00002-iter_000004.pyth.x.tmp"]
+    for p in stale:
+        p.write_bytes(b"\0" * 100)
+    other = [d / ".other.tmp", d / "notes.txt"]
+    for p in other:
+        p.write_text("keep")
+    monkeypatch.setattr(logging.getLogger("regionvit_video"), "propagate", True)  # setup_logging turns it off
+    with caplog.at_level("INFO", logger="regionvit_video"):
+        removed = ck.remove_stale_temporary_files(tmp_path)
+    assert sorted(removed) == sorted(stale) and not any(p.exists() for p in stale)
+    assert all(p.exists() for p in other) and (d / ck.checkpoint_name(1)).is_file()
+    assert all(str(p) in caplog.text for p in stale)
+    assert ck.remove_stale_temporary_files(tmp_path / "nowhere") == []
+
+
+def test_load_newest_checkpoint_falls_back_past_damaged_files_but_never_past_unsafe_ones(tmp_path, caplog, monkeypatch):
+    from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
+
+    d = ck.checkpoint_dir(tmp_path)
+    assert ck.load_newest_checkpoint(tmp_path) == (None, None)
+    good = ck.save_checkpoint(d / ck.checkpoint_name(1), model_state={"w": torch.ones(2)}, epoch=1)
+    truncated = d / ck.checkpoint_name(2, 1)
+    truncated.write_bytes(good.read_bytes()[:150])
+    empty = d / ck.checkpoint_name(2)
+    empty.write_bytes(b"")
+    monkeypatch.setattr(logging.getLogger("regionvit_video"), "propagate", True)  # setup_logging turns it off
+    with caplog.at_level("WARNING", logger="regionvit_video"):
+        path, content = ck.load_newest_checkpoint(tmp_path)
+    assert path == good and content["epoch"] == 1
+    assert f"{empty} is damaged" in caplog.text and f"{truncated} is damaged" in caplog.text
+    assert truncated.exists() and empty.exists()  # kept for inspection
+
+    evil = d / ck.checkpoint_name(3)
+    torch.save({"model_state": {"w": _CallsGetcwd()}}, evil)
+    with pytest.raises(UnsafeCheckpointError, match=str(evil)):
+        ck.load_newest_checkpoint(tmp_path)
+    evil.unlink()
+    good.write_bytes(b"PK\x03\x04" + os.urandom(64))
+    with pytest.raises(CheckpointReadError, match="no checkpoint in .* loads") as info:
+        ck.load_newest_checkpoint(tmp_path)
+    assert all(str(p) in str(info.value) for p in (good, truncated, empty))

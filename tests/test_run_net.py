@@ -121,3 +121,27 @@ def test_two_process_train_and_test_equal_one_process_test(tmp_path):
     for key in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed", "failed", "checkpoint"):
         assert res1[key] == res2[key], key
     assert len((out1 / "test_predictions.csv").read_text().splitlines()) == 1 + 4
+
+
+@pytest.mark.parametrize("damage", ["random_bytes", "truncated"])
+def test_demo_job_does_not_train_and_a_damaged_checkpoint_is_a_clean_error(tmp_path, capsys, damage):
+    """``DEMO.ENABLE True ... TEST.CHECKPOINT_FILE_PATH ck.pyth`` neither trains nor tests (the log says why);
+    a damaged checkpoint ends the run with exit 1 and one error line naming the file, no traceback."""
+    real = tmp_path / "real.pyth"
+    ck.save_checkpoint(real, model_state={"w": torch.ones(64, 64)})
+    damaged = tmp_path / "ck.pyth"
+    damaged.write_bytes(os.urandom(2048) if damage == "random_bytes" else real.read_bytes()[:500])
+    out = tmp_path / "out"
+    argv = ["--cfg", str(REPO / "configs" / "demo.yaml"), "MODEL.ARCH", "regionvit_video_pico", "DEVICE", "cpu",
+            "DEMO.ENABLE", "True", "DEMO.INPUT", str(REPO / "tests" / "data" / "realshort.mp4"),
+            "TEST.CHECKPOINT_FILE_PATH", str(damaged), "DATA.CLASS_NAMES", "", "OUTPUT_DIR", str(out)]
+    assert _run_net().main(argv) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    log = (out / "stdout.log").read_text()
+    assert "DEMO.ENABLE is True: TRAIN.ENABLE and TEST.ENABLE set to False" in log
+    errors = [line for line in log.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "CheckpointReadError" in errors[0] and str(damaged) in errors[0]
+    if damage == "random_bytes":
+        assert "not a torch checkpoint file (truncated or corrupted?)" in errors[0]
+    assert not ck.checkpoint_dir(out).exists() and not (out / "json_stats.log").exists()

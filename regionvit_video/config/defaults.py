@@ -187,6 +187,8 @@ _C.DATA_LOADER.PIN_MEMORY = True
 # Feature extraction
 # ---------------------------------------------------------------------------------------------- #
 _C.FEATURES = CfgNode()
+# Extract features. An inference job: TRAIN.ENABLE and TEST.ENABLE then default to False (derived
+# in config/load.py, logged) unless set explicitly in the YAML chain or on the command line.
 _C.FEATURES.ENABLE = False
 # A Kinetics-layout CSV or a folder of videos (searched recursively).
 _C.FEATURES.INPUT = ""
@@ -208,6 +210,8 @@ _C.FEATURES.BATCH_SIZE = 4
 # Single-video prediction
 # ---------------------------------------------------------------------------------------------- #
 _C.DEMO = CfgNode()
+# Predict the top-k classes of DEMO.INPUT. As FEATURES.ENABLE: TRAIN.ENABLE and TEST.ENABLE then
+# default to False unless set explicitly.
 _C.DEMO.ENABLE = False
 _C.DEMO.INPUT = ""
 _C.DEMO.TOP_K = 5

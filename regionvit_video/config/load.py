@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import logging
 import math
 import os
 from pathlib import Path
@@ -26,6 +27,8 @@ from fvcore.common.config import CfgNode
 
 from regionvit_video.config.defaults import get_cfg
 
+logger = logging.getLogger(__name__)
+
 BASE_KEY = "_BASE_"
 CHECKPOINT_SUBDIR = "checkpoints"
 
@@ -34,6 +37,7 @@ __all__ = [
     "load_config",
     "load_yaml_with_base",
     "merge_overrides",
+    "derive_config",
     "validate_config",
     "save_config",
     "build_arg_parser",
@@ -282,20 +286,55 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str], sources: dict[str, str] |
         sources[key] = where
 
 
+# ------------------------------------------------------------------------------------------------ #
+# Derived settings
+# ------------------------------------------------------------------------------------------------ #
+def derive_config(cfg: CfgNode, sources: dict[str, str]) -> list[str]:
+    """Settings implied by other settings; applied after merging, before validation.
+
+    Rule: an inference job (``FEATURES.ENABLE`` or ``DEMO.ENABLE`` True) does not train or test
+    unless asked to: ``TRAIN.ENABLE`` and ``TEST.ENABLE`` (True by default) become False unless
+    they were set explicitly, in the YAML chain or on the command line.
+
+    Args:
+        cfg: the merged (not frozen) config, changed in place.
+        sources: where each explicitly set key was set (``{"TRAIN.ENABLE": "a.yaml, line 3"}``);
+            keys derived here are recorded as ``"derived: ..."``.
+
+    Returns:
+        One message per derivation made (for the log).
+    """
+    notes: list[str] = []
+    jobs = [k for k in ("FEATURES.ENABLE", "DEMO.ENABLE") if cfg[k.split(".")[0]].ENABLE]
+    if jobs:
+        off = [k for k in ("TRAIN.ENABLE", "TEST.ENABLE") if k not in sources and cfg[k.split(".")[0]].ENABLE]
+        for key in off:
+            cfg[key.split(".")[0]].ENABLE = False
+            sources[key] = f"derived: False because {' and '.join(jobs)} is True"
+        if off:
+            notes.append(f"{' and '.join(jobs)} is True: {' and '.join(off)} set to False (an inference job "
+                         f"does not train or test unless {' / '.join(f'{k} True' for k in off)} is set explicitly)")
+    return notes
+
+
 def load_config(
     cfg_file: str | os.PathLike | None = None,
     opts: Sequence[str] | None = None,
     *,
     validate: bool = True,
     check_paths: bool = True,
+    notes: list[str] | None = None,
 ) -> CfgNode:
-    """Defaults, then ``cfg_file`` (with its ``_BASE_`` chain), then ``opts``; validated, frozen.
+    """Defaults, then ``cfg_file`` (with its ``_BASE_`` chain), then ``opts``, then the derived
+    settings (:func:`derive_config`); validated, frozen.
 
     Args:
         cfg_file: YAML config; None keeps the defaults.
         opts: ``KEY VALUE`` pairs, e.g. ``["TRAIN.BATCH_SIZE", "4"]``.
         validate: run :func:`validate_config`.
         check_paths: let validation check that the data, checkpoint and pretrained paths exist.
+        notes: if given, the messages of :func:`derive_config` are appended to it (for a caller that
+            sets up logging later); otherwise they are logged here at INFO level.
 
     Raises:
         ConfigError: naming the key and the file and line (or the command-line pair) it came from.
@@ -306,6 +345,12 @@ def load_config(
         data = load_yaml_with_base(cfg_file)
         _merge_into(cfg, data, "", cfg, sources)
     merge_overrides(cfg, opts or [], sources)
+    derived = derive_config(cfg, sources)
+    if notes is not None:
+        notes.extend(derived)
+    else:
+        for note in derived:
+            logger.info("%s", note)
     if validate:
         validate_config(cfg, check_paths=check_paths, sources=sources)
     cfg.freeze()
@@ -582,6 +627,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def config_from_args(args: argparse.Namespace, *, check_paths: bool = True) -> CfgNode:
-    """The validated config for parsed command-line arguments."""
-    return load_config(args.cfg_file, args.opts, check_paths=check_paths)
+def config_from_args(args: argparse.Namespace, *, check_paths: bool = True,
+                     notes: list[str] | None = None) -> CfgNode:
+    """The validated config for parsed command-line arguments (``notes``: see :func:`load_config`)."""
+    return load_config(args.cfg_file, args.opts, check_paths=check_paths, notes=notes)

@@ -5,10 +5,13 @@ run before training starts, with the file and line (or entry) named.
 
 Sample contract (the engine codes against it):
 
-- train / val: ``{"video": (C, T, H, W) float, "label": int, "index": int, "path": str,
+- train: ``{"video": (C, T, H, W) float, "label": int, "index": int, "path": str,
   "num_failures": int}``. ``index`` and ``path`` are those of the video actually returned (a
   replacement if the asked-for video failed); ``num_failures`` counts the videos that failed and
   were replaced before this one.
+- val: the same keys (``num_failures`` always 0), but a video that cannot be decoded (after
+  ``num_retries`` attempts) is never replaced: it gives ``{"video": None, ..., "error": reason}``
+  as in test, so validation accuracy is over the videos that decoded and the failures are counted.
 - test: ``{"video": (V, C, T, H, W) float, "label", "index", "path"}`` with
   ``V = NUM_ENSEMBLE_VIEWS * NUM_SPATIAL_CROPS`` ordered temporal-major (view ``v`` is temporal
   clip ``v // crops``, crop ``v % crops``). A video that cannot be decoded gives
@@ -368,6 +371,9 @@ class VideoDataset(Dataset):
             failures += 1
             last_error = f"{record.path}: {reason}"
             self._log_failure(record.path, reason)
+            if not train:  # val: no substitute (it would hide the failure and skew the accuracy)
+                return {"video": None, "label": record.label, "index": index, "path": record.path,
+                        "num_failures": 0, "error": reason or "unknown error"}
             # Deterministic replacement: a function of (seed, epoch, original index, replacement).
             with _SeededRNG(self.seed, epoch if train else 0, index, replacement, 7919) as rng:
                 index = int(rng.integers(len(self.records)))

@@ -127,12 +127,14 @@ def collate_videos(samples: list[dict]) -> dict:
     """Stack samples into a batch.
 
     train / val batches: ``video`` (B, C, T, H, W) float, ``label`` (B,) long, ``index`` (B,) long,
-    ``path`` list[str], ``num_failures`` (B,) long.
+    ``path`` list[str], ``num_failures`` (B,) long, ``failed`` (see below; always empty for train,
+    whose failed videos are replaced).
 
-    test batches: ``video`` (B, V, C, T, H, W) float over the videos that decoded, with
-    ``label``, ``index``, ``path`` for those; ``failed`` = list of ``{"index", "path", "error"}``
-    for the ones that did not. When none decoded, ``video`` is None and ``label`` / ``index`` are
-    empty.
+    test batches: ``video`` (B, V, C, T, H, W) float over the videos that decoded.
+
+    In every batch ``label``, ``index``, ``path`` (and ``num_failures``) describe the videos that
+    decoded and ``failed`` = list of ``{"index", "path", "error"}`` the ones that did not (val and
+    test never substitute). When none decoded, ``video`` is None and ``label`` / ``index`` are empty.
     """
     if not samples:
         raise ValueError("collate_videos got an empty list")
@@ -144,12 +146,9 @@ def collate_videos(samples: list[dict]) -> dict:
         "index": torch.tensor([int(s["index"]) for s in good], dtype=torch.long),
         "path": [s["path"] for s in good],
     }
-    if is_test:
-        batch["failed"] = [{"index": int(s["index"]), "path": s["path"], "error": s.get("error", "unknown error")}
-                           for s in samples if s.get("video") is None]
-    else:
-        if len(good) != len(samples):
-            raise ValueError("a train/val sample has no video")
+    batch["failed"] = [{"index": int(s["index"]), "path": s["path"], "error": s.get("error", "unknown error")}
+                       for s in samples if s.get("video") is None]
+    if not is_test:
         batch["num_failures"] = torch.tensor([int(s["num_failures"]) for s in good], dtype=torch.long)
     return batch
 

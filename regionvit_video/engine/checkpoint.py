@@ -9,6 +9,10 @@ Layout in ``OUTPUT_DIR/checkpoints/`` (epochs counted from 1; lexical order is c
 ('-' sorts before '.', so a mid-epoch state of epoch 3 lists between the ends of epochs 2 and 3; the
 lexically last file, which is what PySlowFast's ``get_last_checkpoint`` picks, is the newest.)
 
+Auto-resume takes the newest file that loads (:func:`load_newest_checkpoint`: a damaged newest file
+is skipped with a warning, an unsafe one stops the run), and training removes the ``.checkpoint_*.tmp``
+files a killed write left behind (:func:`remove_stale_temporary_files`).
+
 A checkpoint holds only tensors, plain containers and plain values, so it loads with
 ``weights_only=True`` (:func:`regionvit_video.utils.io.safe_torch_load`):
 
@@ -30,12 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from regionvit_video.utils.io import atomic_torch_save, safe_torch_load
+from regionvit_video.utils.io import CheckpointReadError, atomic_torch_save, safe_torch_load
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoints"
 _NAME_RE = re.compile(r"^checkpoint_epoch_(\d{5})(?:-iter_(\d{6}))?\.pyth$")
+# Temporary files of atomic checkpoint writes (utils.io.atomic_write): ".checkpoint_....pyth.<hex>.tmp".
+_TMP_GLOB = ".checkpoint_*.tmp"
 
 
 class CheckpointFormatError(ValueError):
@@ -64,6 +70,33 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     ckpts = list_checkpoints(output_dir)
     return ckpts[-1] if ckpts else None
+
+
+def remove_stale_temporary_files(output_dir: str | Path) -> list[Path]:
+    """Delete the ``.checkpoint_*.tmp`` files a killed checkpoint write left in ``OUTPUT_DIR/checkpoints``.
+
+    Each is as large as a checkpoint and never becomes one (the write renames it into place only
+    when complete). Call it only when no checkpoint of this run is being written (rank 0, before
+    training). Returns the removed paths; each removal is logged with its size.
+    """
+    d = checkpoint_dir(output_dir)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in sorted(d.glob(_TMP_GLOB)):
+        if not p.is_file():
+            continue
+        try:
+            size = p.stat().st_size
+            p.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            logger.warning("cannot remove stale temporary checkpoint file %s: %s", p, e)
+            continue
+        logger.info("removed %s (%.1f MB), left by a checkpoint write that did not finish", p, size / 2**20)
+        removed.append(p)
+    return removed
 
 
 def prune_checkpoints(output_dir: str | Path, keep: int) -> list[Path]:
@@ -151,6 +184,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "from an image checkpoint use MODEL.PRETRAINED; to fine-tune use TRAIN.CHECKPOINT_FILE_PATH"
         )
     return ckpt
+
+
+def load_newest_checkpoint(output_dir: str | Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest checkpoint in ``OUTPUT_DIR/checkpoints`` that loads, and its content (auto-resume).
+
+    A damaged file (empty, truncated, unreadable, or without a ``model_state``) is skipped with a
+    warning naming it, and kept on disk; the next older one is tried. A file refused as unsafe
+    (:class:`~regionvit_video.utils.io.UnsafeCheckpointError`) is never skipped: the error propagates.
+
+    Returns:
+        ``(path, checkpoint)``, or ``(None, None)`` when the folder holds no checkpoint.
+
+    Raises:
+        CheckpointReadError: checkpoints exist but none of them loads (the message names each file).
+        UnsafeCheckpointError: the newest file that is not damaged needs forbidden globals.
+    """
+    damaged: list[str] = []
+    for path in reversed(list_checkpoints(output_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except (CheckpointReadError, CheckpointFormatError) as e:
+            logger.warning("checkpoint %s is damaged and is skipped (left in place; a checkpoint of the same "
+                           "name written later replaces it): %s", path, e)
+            damaged.append(f"{path}: {e}")
+    if damaged:
+        raise CheckpointReadError(
+            f"auto-resume: no checkpoint in {checkpoint_dir(output_dir)} loads ({'; '.join(damaged)}). Move the "
+            "damaged files away to start over, or set TRAIN.AUTO_RESUME False")
+    return None, None
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, Any], *, source: str = "") -> None:

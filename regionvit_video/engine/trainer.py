@@ -3,10 +3,13 @@
 :func:`train` runs ``SOLVER.MAX_EPOCH`` epochs of ``TRAIN.DATASET`` (one process per GPU under
 torchrun; DDP), validates every ``TRAIN.EVAL_PERIOD`` epochs on the val list with one view per video
 (logged as ``val_single_view``; this is *not* the paper's number, which is the multi-view test of
-:mod:`regionvit_video.engine.tester`) and writes checkpoints to ``OUTPUT_DIR/checkpoints``.
+:mod:`regionvit_video.engine.tester`) and writes checkpoints to ``OUTPUT_DIR/checkpoints``. A val
+video that fails to decode is not replaced: the accuracy is over the videos that decoded, the
+``val_epoch`` stats count the others (``num_failed``) and ``OUTPUT_DIR/bad_videos.txt`` lists them.
 
 Exact resume: with ``TRAIN.AUTO_RESUME`` a rerun of the same command continues from the newest
-checkpoint, mid-epoch included, and ends with the same weights as an uninterrupted run. This holds
+checkpoint that loads (a damaged newer one is skipped with a warning; one refused as unsafe stops the
+run), mid-epoch included, and ends with the same weights as an uninterrupted run. This holds
 because every source of randomness is either restored or a function of the position in the run:
 
 - model, optimizer, GradScaler, EMA and the step count come from the checkpoint; the learning rate
@@ -37,10 +40,11 @@ from regionvit_video.config.load import save_config
 from regionvit_video.engine import checkpoint as ckpt_lib
 from regionvit_video.engine.build import amp_enabled, autocast, build_model, memory_mb, seed_everything
 from regionvit_video.engine.distributed import (DistInfo, all_gather_object, all_reduce_sum, barrier,
-                                                resolve_device, shared_file)
+                                                broadcast_object, resolve_device, shared_file)
 from regionvit_video.engine.log import StatsLogger, console_through_tqdm, plot_training_curves, setup_logging
 from regionvit_video.engine.meters import MultiViewAggregator
 from regionvit_video.engine.optim import build_optimizer, build_scheduler, build_train_loss, updates_per_epoch
+from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -85,22 +89,67 @@ def _loader_iter(loader, epoch: int, start_iter: int):
         return iter(loader)
 
 
+def _resume_point(cfg: CfgNode, out: Path, main: bool) -> tuple[Path | None, dict | None]:
+    """The checkpoint auto-resume continues from, and its content (None, None: start fresh).
+
+    Rank 0 picks the newest checkpoint that loads, skipping damaged ones with a warning
+    (:func:`~regionvit_video.engine.checkpoint.load_newest_checkpoint`); an unsafe file, or no
+    loadable file at all, stops every process with the same error (none is left waiting).
+    """
+    if not cfg.TRAIN.AUTO_RESUME:
+        return None, None
+    path, ck, error = None, None, None
+    if main:
+        try:
+            path, ck = ckpt_lib.load_newest_checkpoint(out)
+        except Exception as e:  # noqa: BLE001  (re-raised below, after the other processes are told)
+            error = e
+    failure = broadcast_object(None if error is None else (type(error).__name__, str(error)))
+    if error is not None:
+        raise error
+    if failure is not None:
+        known = {c.__name__: c for c in (CheckpointReadError, UnsafeCheckpointError, ckpt_lib.CheckpointFormatError)}
+        raise known.get(failure[0], RuntimeError)(failure[1])
+    path = shared_file(path)
+    if path is not None and ck is None:
+        ck = ckpt_lib.load_checkpoint(path)
+    return path, ck
+
+
 @torch.no_grad()
 def validate(cfg: CfgNode, model: nn.Module, loader, device: torch.device, *, desc: str = "val",
-             show_progress: bool = True) -> dict:
-    """Single-view accuracy and loss on ``loader`` (each video counted once across processes)."""
+             show_progress: bool = True, bad_videos_path: str | Path | None = None) -> dict:
+    """Single-view accuracy and loss on ``loader`` (each video counted once across processes).
+
+    Videos that fail to decode are not replaced: metrics are over the videos that decoded, and
+    ``num_failed`` counts the others (one line each, ``path<TAB>reason``, is appended to
+    ``bad_videos_path`` when given; pass it on one process only).
+    """
+    from regionvit_video.data.datasets import append_bad_video
+
     model.eval()
     agg = MultiViewAggregator(cfg.MODEL.NUM_CLASSES)
     with preserved_rng():
         it = iter(loader)
         for batch in tqdm(it, total=len(loader), desc=desc, disable=not show_progress, leave=False,
                           dynamic_ncols=True):
-            video = batch["video"].to(device, non_blocking=True)
+            agg.add_failed(batch.get("failed", []))
+            if batch["video"] is None:  # every video of the batch failed to decode
+                continue
+            video = batch["video"].to(device, non_blocking=True)  # B, C, T, H, W
             with autocast(device, cfg.TRAIN.MIXED_PRECISION):
                 logits = model(video)
             agg.add(batch["index"], logits.float().softmax(-1), batch["label"], batch["path"])
     agg = agg.gather()
     metrics = agg.metrics()
+    metrics["num_failed"] = len(agg.failed)
+    if bad_videos_path is not None:
+        for i in sorted(agg.failed):
+            try:
+                append_bad_video(bad_videos_path, agg.failed[i]["path"], agg.failed[i]["error"])
+            except OSError as e:
+                logger.error("cannot append to %s: %s", bad_videos_path, e)
+                break
     _, scores, labels = agg.arrays()
     if len(labels):
         p = torch.from_numpy(scores)[torch.arange(len(labels)), torch.from_numpy(labels)]
@@ -142,8 +191,9 @@ def train(
 
     # Model and where it starts.
     model = build_model(cfg)
-    resume_path = ckpt_lib.latest_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
-    resume_path = shared_file(resume_path)
+    if main:  # nothing of this run writes checkpoints yet: a .tmp file is left over from a killed write
+        ckpt_lib.remove_stale_temporary_files(out)
+    resume_path, resume_ck = _resume_point(cfg, out, main)
     if resume_path is not None and (cfg.TRAIN.CHECKPOINT_FILE_PATH or cfg.MODEL.PRETRAINED):
         logger.info("auto-resume from %s: TRAIN.CHECKPOINT_FILE_PATH / MODEL.PRETRAINED not loaded", resume_path)
     if not cfg.TRAIN.AUTO_RESUME and ckpt_lib.list_checkpoints(out):
@@ -166,6 +216,10 @@ def train(
 
     # Data, optimisation.
     loader = build_loader(cfg, "train", bad_videos_path=str(out / "bad_videos.txt"), distributed=di.distributed)
+    val_loader = None
+    if cfg.TRAIN.EVAL_PERIOD > 0:  # read the val list now: a bad line stops the run before training
+        with preserved_rng():
+            val_loader = build_loader(cfg, "val", distributed=di.distributed)
     iters = len(loader)
     if iters == 0:
         raise ValueError(f"the training list has fewer videos than TRAIN.BATCH_SIZE ({cfg.TRAIN.BATCH_SIZE}) x "
@@ -195,7 +249,7 @@ def train(
     start_epoch, start_iter, global_step, meter0 = 0, 0, 0, None
     rng_state = None
     if resume_path is not None:
-        ck = ckpt_lib.load_checkpoint(resume_path)
+        ck, resume_ck = resume_ck, None
         ckpt_lib.load_model_state(model, ck["model_state"], source=str(resume_path))
         optimizer.load_state_dict(ck["optimizer_state"])
         if scaler is not None and ck.get("scaler_state"):
@@ -234,7 +288,6 @@ def train(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     stats = StatsLogger(out, enabled=main)
-    val_loader = None
     last_ckpt = resume_path
     val_stats = None
     max_epoch = cfg.SOLVER.MAX_EPOCH
@@ -405,15 +458,18 @@ def train(
                     with preserved_rng():
                         val_loader = build_loader(cfg, "val", distributed=di.distributed)
                 # The bare model: same weights on every rank, and no DDP collectives in its forward.
-                val_stats = validate(cfg, model, val_loader, device, desc=f"val {epoch + 1}", show_progress=main)
+                val_stats = validate(cfg, model, val_loader, device, desc=f"val {epoch + 1}", show_progress=main,
+                                     bad_videos_path=out / "bad_videos.txt" if main else None)
                 vrec = {"_type": "val_epoch", "split": "val_single_view", "epoch": epoch + 1, **val_stats}
                 if ema is not None:
                     ema_stats = validate(cfg, ema.module, val_loader, device, desc="val ema", show_progress=main)
-                    vrec.update({f"ema_{k}": v for k, v in ema_stats.items() if k != "num_videos"})
+                    vrec.update({f"ema_{k}": v for k, v in ema_stats.items() if k not in ("num_videos", "num_failed")})
                 stats.log(vrec, step=epoch + 1, tb_prefix="val_single_view")
                 logger.info("val_single_view after epoch %d: top-1 %.2f%%, top-5 %.2f%% on %d videos "
-                            "(one view per video; the multi-view test gives the reportable number)",
-                            epoch + 1, val_stats["top1_acc"], val_stats["top5_acc"], val_stats["num_videos"])
+                            "(one view per video; the multi-view test gives the reportable number)%s",
+                            epoch + 1, val_stats["top1_acc"], val_stats["top5_acc"], val_stats["num_videos"],
+                            f"; {val_stats['num_failed']} failed to decode (listed in {out / 'bad_videos.txt'})"
+                            if val_stats["num_failed"] else "")
     finally:
         console.__exit__(None, None, None)
         stats.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,30 +15,61 @@ class UnsafeCheckpointError(RuntimeError):
     """A checkpoint file holds objects that ``weights_only`` loading refuses to build."""
 
 
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file cannot be read at all: empty, truncated, or not a torch checkpoint file."""
+
+
+# A torch checkpoint is a zip archive (torch >= 1.6) or a legacy pickle stream (protocol 2 to 5).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a torch checkpoint (zip archive or pickle protocol 2-5)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == _ZIP_MAGIC or (len(head) >= 2 and head[0] == _PICKLE_PROTO and 2 <= head[1] <= 5)
+
+
 def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True``: tensors, containers and plain values only.
 
     Official RegionViT training files also hold an ``argparse.Namespace`` (their ``args``), the one
     extra class allowed. A file that needs anything else (e.g. a crafted pickle that would run
     code) is refused with :class:`UnsafeCheckpointError`; nothing in it is executed.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        UnsafeCheckpointError: a real pickle that needs globals ``weights_only`` forbids.
+        CheckpointReadError: (a ``RuntimeError``) the file is empty, truncated or not a torch
+            checkpoint at all (neither a zip archive nor a pickle stream); the message names ``path``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if not _looks_like_torch_file(path):
+        size = path.stat().st_size
+        raise CheckpointReadError(
+            f"could not read checkpoint {path}: not a torch checkpoint file (truncated or corrupted?); "
+            f"{size} bytes, neither a zip archive nor a pickle stream")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # Keep torch's diagnosis (e.g. "Unsupported global: GLOBAL posix.system"), drop its advice
         # to retry with weights_only=False, which is exactly what must not be done with such a file.
-        detail = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0].strip()
+        # (torch >= 2.6 puts that advice first and the refused global on a later line.)
+        lines = [ln.strip() for ln in str(e).split("WeightsUnpickler error:")[-1].splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln),
+                      "content that weights_only loading does not allow")
         raise UnsafeCheckpointError(
             f"refused to load {path}: it holds Python objects beyond tensors and plain containers, "
             f"and unpickling them could run arbitrary code ({detail}). Nothing from it was executed. "
             "Only load such a file if you trust its source and convert it to a plain state_dict."
         ) from e
-    except (RuntimeError, EOFError) as e:
-        raise RuntimeError(f"could not read checkpoint {path}: {e}") from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # a truncated zip raises a bare OSError
+        raise CheckpointReadError(f"could not read checkpoint {path} (truncated, or not a torch checkpoint "
+                                  f"file): {type(e).__name__}: {e}") from e
 
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], None]) -> None:
@@ -49,8 +80,9 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], None]) -> No
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # Mode 0o666 less the umask, as open() gives (tempfile.mkstemp would make every output 0600).
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write_fn(tmp)
         with open(tmp, "rb") as f:

@@ -22,14 +22,7 @@ from regionvit_video.engine import checkpoint as ck
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: forked children (which must not start OpenMP pools after fork) and the parent
-    then compute with the same reduction order, and 2 shared cores are not oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run_net():

@@ -225,3 +225,9 @@ def regionvit_video_base_w14_peg(**kwargs: Any) -> RegionViTVideo:
 def regionvit_video_pico(**kwargs: Any) -> RegionViTVideo:
     """Not from the paper: the pico image variant (tests, CPU demo) with divided space-time attention."""
     return _create_video("pico", **kwargs)
+
+
+@register_model
+def regionvit_video_pico_w4(**kwargs: Any) -> RegionViTVideo:
+    """Not from the paper: ``regionvit_pico_w4`` (window 4, for 64 px clips: the CPU demo) with divided attention."""
+    return _create_video("pico_w4", **kwargs)

@@ -108,11 +108,16 @@ def test_unsafe_file_refused(tmp_path):
 
 
 # --- inflation ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,size,frames,init", [("tiny", (224, 224), 2, "zero"), ("pico", (200, 168), 3, "copy")])
-def test_inflated_static_clip_equals_image_model(tmp_path, name, size, frames, init):
+@pytest.mark.parametrize("name,size,frames,init,scratch_init", [
+    ("tiny", (224, 224), 2, "zero", False),
+    ("pico", (200, 168), 3, "copy", False),
+    ("pico", (56, 56), 4, "zero", True),  # a model built with the from-scratch init still inflates to zeros
+])
+def test_inflated_static_clip_equals_image_model(tmp_path, name, size, frames, init, scratch_init):
     image = _randomise(create_model(f"regionvit_{name}", num_classes=1000)).eval()
     torch.save({"model": image.state_dict()}, tmp_path / "img.pth")
-    video = create_model(f"regionvit_video_{name}", num_classes=1000, num_frames=frames).eval()
+    kwargs = dict(time_embed_init="normal", temporal_fc_init="trunc_normal") if scratch_init else {}
+    video = create_model(f"regionvit_video_{name}", num_classes=1000, num_frames=frames, **kwargs).eval()
     report = load_pretrained(video, tmp_path / "img.pth", temporal_init=init)
     assert report.missing == [] and report.unexpected == [] and report.reinitialised == []
     assert "time_embed" in report.created and any(".temporal_attn.qkv.weight" in k for k in report.created)

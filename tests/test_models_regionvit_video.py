@@ -86,6 +86,29 @@ def test_temporal_attention_mixes_frames_only_when_enabled():
     assert (frame1_stage2(x) - frame1_stage2(x2)).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("name", ["regionvit_video_pico", "timesformer_tiny"])
+def test_zero_temporal_init_is_order_invariant_scratch_init_is_not(name):
+    """zeros/zeros (TimeSformer's init) cannot tell a clip from its time reversal; the from-scratch init can."""
+    torch.manual_seed(0)
+    kwargs = {"img_size": 32} if name.startswith("timesformer") else {}
+    x = torch.randn(2, 3, 4, 32 if kwargs else 56, 32 if kwargs else 56)
+    reverse = x.flip(2)
+    zero = create_model(name, num_classes=5, num_frames=4, **kwargs).eval()
+    assert torch.count_nonzero(zero.time_embed) == 0
+    scratch = create_model(name, num_classes=5, num_frames=4, time_embed_init="normal",
+                           temporal_fc_init="trunc_normal", **kwargs).eval()
+    assert 0.5 < scratch.time_embed.std().item() < 2.0
+    fc = [m.temporal_fc for m in scratch.modules() if hasattr(m, "temporal_fc")]
+    assert fc and all(torch.count_nonzero(f.weight) > 0 and torch.count_nonzero(f.bias) == 0 for f in fc)
+    with torch.no_grad():
+        torch.testing.assert_close(zero(x), zero(reverse), atol=1e-5, rtol=0)
+        assert (scratch(x) - scratch(reverse)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="time_embed_init"):
+        create_model(name, num_classes=5, num_frames=4, time_embed_init="sincos", **kwargs)
+    with pytest.raises(ValueError, match="temporal_fc_init"):
+        create_model(name, num_classes=5, num_frames=4, temporal_fc_init="normal", **kwargs)
+
+
 def test_grad_checkpointing_matches_plain():
     torch.manual_seed(0)
     model = create_model("regionvit_video_pico", num_classes=3, num_frames=2, peg=True)

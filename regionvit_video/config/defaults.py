@@ -146,6 +146,12 @@ _C.MODEL.PRETRAINED = ""
 # Temporal attention init when inflating: "zero" (fresh, temporal_fc zeroed) or "copy"
 # (TimeSformer's rule: copy the block's spatial attention, temporal_fc zeroed).
 _C.MODEL.TEMPORAL_INIT = "zero"
+# Init of the temporal parameters of a model built without MODEL.PRETRAINED (inflation always sets both
+# to zero). TIME_EMBED_INIT: "zeros" (TimeSformer's), "trunc_normal" (std 0.02) or "normal" (std 1);
+# TEMPORAL_FC_INIT: "zeros" (TimeSformer's) or "trunc_normal". Zeros/zeros starts exactly invariant to
+# frame order; from scratch on order-dependent classes use "normal" / "trunc_normal" (configs/demo.yaml).
+_C.MODEL.TIME_EMBED_INIT = "zeros"
+_C.MODEL.TEMPORAL_FC_INIT = "zeros"
 _C.MODEL.DROP_PATH_RATE = 0.1
 _C.MODEL.DROPOUT_RATE = 0.0
 # Recompute each block's activations in the backward pass (saves memory).

@@ -368,6 +368,8 @@ LR_POLICY_CHOICES = ("cosine",)
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 BACKEND_CHOICES = ("auto", "nccl", "gloo")
 TEMPORAL_INIT_CHOICES = ("zero", "copy")
+TIME_EMBED_INIT_CHOICES = ("zeros", "trunc_normal", "normal")
+TEMPORAL_FC_INIT_CHOICES = ("zeros", "trunc_normal")
 
 
 def _registered_models() -> list[str] | None:
@@ -483,6 +485,8 @@ def validate_config(
     # Model.
     at_least("MODEL.NUM_CLASSES", 1)
     choice("MODEL.TEMPORAL_INIT", TEMPORAL_INIT_CHOICES)
+    choice("MODEL.TIME_EMBED_INIT", TIME_EMBED_INIT_CHOICES)
+    choice("MODEL.TEMPORAL_FC_INIT", TEMPORAL_FC_INIT_CHOICES)
     in_unit("MODEL.DROP_PATH_RATE", closed_high=False)
     in_unit("MODEL.DROPOUT_RATE", closed_high=False)
     models = _registered_models()

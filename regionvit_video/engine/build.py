@@ -26,6 +26,8 @@ def build_model(cfg: CfgNode) -> nn.Module:
         drop_path_rate=cfg.MODEL.DROP_PATH_RATE,
         drop_rate=cfg.MODEL.DROPOUT_RATE,
         act_checkpoint=cfg.MODEL.ACT_CHECKPOINT,
+        time_embed_init=cfg.MODEL.TIME_EMBED_INIT,
+        temporal_fc_init=cfg.MODEL.TEMPORAL_FC_INIT,
     )
 
 

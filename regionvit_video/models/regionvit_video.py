@@ -4,7 +4,7 @@ Design (the paper extends RegionViT to Kinetics-400 / SSv2 with TimeSformer-styl
 official code exists):
 
 - Frames are tokenised separately (batch and time folded, B*T). A learned ``time_embed`` (1, T, C0),
-  zero at init, is added to both token streams after the tokenizers (resampled if a clip has another T).
+  zero at init (``time_embed_init``), is added to both token streams after the tokenizers (resampled if a clip has another T).
 - Before every R2L block, a temporal self-attention over the T frames at each spatial position, for
   regional and local tokens with one set of weights: ``x + DropPath(temporal_fc(temporal_attn(
   temporal_norm(x))))``, ``temporal_fc`` zero-initialised so the model starts as the image model
@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from regionvit_video.layers import RelPosAttention, WindowLayout
+from regionvit_video.layers import RelPosAttention, WindowLayout, init_temporal_fc, init_time_embed
 from regionvit_video.models.regionvit import MODEL_CFGS, R2LBlock, RegionViT
 from regionvit_video.models.registry import register_model
 
@@ -80,19 +80,29 @@ class RegionViTVideo(RegionViT):
 
     Args:
         num_frames: T the ``time_embed`` is sized for; clips with another T use a resampled embedding.
+        time_embed_init: "zeros" (TimeSformer's; what inflation sets), "trunc_normal" (std 0.02) or "normal"
+            (std 1: for training from scratch, see :mod:`regionvit_video.layers.time_embed`).
+        temporal_fc_init: "zeros" (TimeSformer's; what inflation sets) or "trunc_normal" (from scratch).
         **kwargs: the :class:`RegionViT` arguments (embed_dim, depths, window_size, drop_path_rate, ...).
     """
 
-    def __init__(self, *, num_frames: int = 8, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        num_frames: int = 8,
+        time_embed_init: Literal["zeros", "trunc_normal", "normal"] = "zeros",
+        temporal_fc_init: Literal["zeros", "trunc_normal"] = "zeros",
+        **kwargs: Any,
+    ) -> None:
         if "block_layer" in kwargs:
             raise ValueError("RegionViTVideo sets block_layer itself")
         super().__init__(block_layer=DividedR2LBlock, **kwargs)
         self.num_frames = num_frames
         self.time_embed = nn.Parameter(torch.zeros(1, num_frames, self.embed_dim[0]))
+        init_time_embed(self.time_embed, time_embed_init)
         for m in self.modules():
             if isinstance(m, DividedR2LBlock):
-                nn.init.zeros_(m.temporal_fc.weight)
-                nn.init.zeros_(m.temporal_fc.bias)
+                init_temporal_fc(m.temporal_fc, temporal_fc_init)
         self.pretrained_cfg = {**self.pretrained_cfg, "input_size": (3, num_frames, 224, 224)}
 
     @torch.jit.ignore
@@ -153,8 +163,10 @@ class RegionViTVideo(RegionViT):
                     if src not in state_dict:
                         raise KeyError(f"temporal_init='copy' needs {src!r} in the checkpoint to initialise {key!r}")
                     out[key] = state_dict[src].clone()
+                elif ".temporal_fc." in key:
+                    out[key] = torch.zeros_like(value)  # whatever this model's temporal_fc_init
                 else:
-                    out[key] = value.clone()  # fresh init; temporal_fc is zero
+                    out[key] = value.clone()  # fresh init
             else:
                 continue
             n_new += 1

@@ -36,6 +36,7 @@ from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, to_2t
 from timm.models.vision_transformer import Attention
 from torch.utils.checkpoint import checkpoint
 
+from regionvit_video.layers import init_temporal_fc, init_time_embed
 from regionvit_video.models.registry import register_model
 
 # jx_vit_base_p16_224 (the checkpoint TimeSformer starts from) and timm's ViT-B/16 weights use 0.5/0.5.
@@ -129,6 +130,9 @@ class TimeSformer(nn.Module):
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth, ``linspace(0, drop_path_rate)`` over the blocks.
         act_checkpoint: activation checkpointing per block.
+        time_embed_init: "zeros" (TimeSformer's), "trunc_normal" (std 0.02) or "normal" (std 1: for training
+            from scratch, see :mod:`regionvit_video.layers.time_embed`).
+        temporal_fc_init: "zeros" (TimeSformer's) or "trunc_normal" (from scratch).
     """
 
     def __init__(
@@ -150,6 +154,8 @@ class TimeSformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         act_checkpoint: bool = False,
+        time_embed_init: Literal["zeros", "trunc_normal", "normal"] = "zeros",
+        temporal_fc_init: Literal["zeros", "trunc_normal"] = "zeros",
     ) -> None:
         super().__init__()
         img_size = to_2tuple(img_size)
@@ -198,9 +204,9 @@ class TimeSformer(nn.Module):
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
         self.apply(_init_weights)
+        init_time_embed(self.time_embed, time_embed_init)
         for blk in self.blocks:
-            nn.init.zeros_(blk.temporal_fc.weight)
-            nn.init.zeros_(blk.temporal_fc.bias)
+            init_temporal_fc(blk.temporal_fc, temporal_fc_init)
 
         self.pretrained_cfg = dict(
             input_size=(3, num_frames, *img_size),
@@ -284,7 +290,8 @@ class TimeSformer(nn.Module):
         Image weights are inflated with TimeSformer's rule: every spatial weight is copied as it is;
         with ``temporal_init="copy"`` each block's ``temporal_attn`` is copied from its ``attn`` and
         ``temporal_norm1`` from ``norm1``; with ``"zero"`` they are left out (fresh init). ``temporal_fc``
-        and ``time_embed`` are left out (they keep their zero init). ``pos_embed`` is resized 2-D bicubic
+        and ``time_embed`` are set to zero (whatever this model's ``*_init``), so the inflated model starts
+        as the image model. ``pos_embed`` is resized 2-D bicubic
         on the patch grid when the grid differs. The head is passed through whatever its shape (the loader
         re-initialises a mismatched head); keys this model lacks are passed through for the loader to report.
 
@@ -322,6 +329,11 @@ class TimeSformer(nn.Module):
             if m:
                 new = {"attn": "temporal_attn", "norm1": "temporal_norm1"}[m.group(2)]
                 out[f"{m.group(1)}.{new}.{m.group(3)}"] = v.clone()
+        if not is_video:
+            own = self.state_dict()
+            for k, v in own.items():
+                if k == "time_embed" or ".temporal_fc." in k:
+                    out.setdefault(k, torch.zeros_like(v))
         return out
 
 

@@ -27,7 +27,7 @@ import sys
 
 import regionvit_video  # noqa: F401  (installs the pytorchvideo import shim first)
 from regionvit_video.config.load import ConfigError, config_from_args, parse_args, save_config
-from regionvit_video.data import DatasetFormatError
+from regionvit_video.data import DatasetFormatError, DecodeTimeout
 from regionvit_video.engine import (NoCheckpointError, TooManyBadVideosError, TrainingDivergedError,
                                     cleanup_distributed, init_distributed, test, train)
 from regionvit_video.engine.checkpoint import CheckpointFormatError
@@ -37,7 +37,7 @@ from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
 logger = logging.getLogger("regionvit_video.run_net")
 # Errors whose message says everything: no traceback.
 _CLEAN_ERRORS = (ConfigError, NoCheckpointError, TrainingDivergedError, TooManyBadVideosError, DatasetFormatError,
-                 CheckpointFormatError, UnsafeCheckpointError, CheckpointReadError)
+                 CheckpointFormatError, UnsafeCheckpointError, CheckpointReadError, DecodeTimeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """Decoding: decord vs PyAV pixel identity, codecs, fallbacks, length guard, time bound, flat memory."""
 import os
+import re
 import signal
 import time
 
@@ -12,6 +13,7 @@ import torch
 from hostile_corpus import BAD_CASES, DAMAGED_CASES, GOOD_CASES, make_hostile_videos
 from regionvit_video.data import decoder as dec
 from regionvit_video.data.decoder import DecodeError, DecodeTimeout, open_video, read_frames
+from regionvit_video.data.loader import raise_hung_decode
 from regionvit_video.data.video_writer import write_video
 
 HERE = os.path.dirname(__file__)
@@ -179,20 +181,82 @@ def test_memory_stays_flat_over_2000_reads(tmp_path):
 class _StuckInNativeCode(torch.utils.data.Dataset):
     """Blocks SIGALRM before sleeping: the soft bound cannot fire, as in a native loop holding the GIL."""
 
+    def __init__(self, path="stuck.mp4"):
+        self.path = path
+
     def __len__(self):
         return 1
 
     def __getitem__(self, i):
-        with dec.time_limit(0.3, "stuck.mp4"):
+        with dec.time_limit(0.3, self.path):
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
             time.sleep(60)
         return i
 
 
-def test_worker_stuck_in_native_code_is_ended_by_the_hard_bound(monkeypatch):
+def _worker_record(error):
+    """The in-flight record file of the worker named in ``error`` ("... (pid N) ...")."""
+    return dec._in_flight_record(int(re.search(r"\(pid(?:\(s\))? (\d+)\)", str(error)).group(1)))
+
+
+def test_worker_stuck_in_native_code_is_ended_by_the_hard_bound_naming_the_video(monkeypatch, tmp_path):
     monkeypatch.setattr(dec, "HARD_TIMEOUT_GRACE", 0.5)  # 2 x 0.3 + 0.5 s instead of 2 x 0.3 + 10 s
+    video, bad = str(tmp_path / "dir with space" / "stuck.mp4"), tmp_path / "bad_videos.txt"
     t0 = time.monotonic()
-    loader = torch.utils.data.DataLoader(_StuckInNativeCode(), num_workers=1)
-    with pytest.raises(RuntimeError, match="exited unexpectedly"):
-        next(iter(loader))
+    loader = torch.utils.data.DataLoader(_StuckInNativeCode(video), num_workers=1)
+    with pytest.raises(DecodeTimeout) as info:
+        try:
+            next(iter(loader))
+        except RuntimeError as e:
+            raise_hung_decode(e, bad)
+            raise
     assert time.monotonic() - t0 < 30
+    message = str(info.value)
+    assert message.startswith(f"{video}: decode did not return within 1.1 s (hard bound of DATA.DECODE_TIMEOUT=0.3 s)")
+    assert "DataLoader worker (pid" in message and message.endswith("was ended")
+    assert info.value.path == video
+    assert isinstance(info.value.__cause__, RuntimeError) and "exited unexpectedly" in str(info.value.__cause__)
+    assert bad.read_text() == f"{video}\thard decode timeout\n"
+    assert not os.path.exists(_worker_record(info.value))  # the dead worker's record is read and removed
+
+
+def test_hard_bound_is_named_when_the_worker_dies_outside_next_and_without_bad_video_list(monkeypatch):
+    # torch raises a dead worker's error from its SIGCHLD handler, wherever the main thread is
+    # (here sleeping; in training, usually in the model step).
+    monkeypatch.setattr(dec, "HARD_TIMEOUT_GRACE", 0.5)
+    loader = torch.utils.data.DataLoader(_StuckInNativeCode(), num_workers=1)
+    with pytest.raises(DecodeTimeout, match=r"^stuck\.mp4: decode did not return within 1\.1 s"):
+        try:
+            it = iter(loader)
+            time.sleep(30)
+            next(it)
+        except RuntimeError as e:
+            raise_hung_decode(e)
+            raise
+
+
+class _DiesWhileDecoding(torch.utils.data.Dataset):
+    """A worker that dies (as on a segfault) inside a decode, long before its hard bound."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        with dec.time_limit(30, "crash.mp4"):
+            os._exit(3)
+
+
+def test_other_worker_deaths_are_not_called_a_decode_timeout(tmp_path):
+    bad = tmp_path / "bad_videos.txt"
+    loader = torch.utils.data.DataLoader(_DiesWhileDecoding(), num_workers=1)
+    with pytest.raises(RuntimeError, match="exited unexpectedly") as info:
+        try:
+            next(iter(loader))
+        except RuntimeError as e:
+            raise_hung_decode(e, bad)
+            raise
+    assert not isinstance(info.value, DecodeError) and not bad.exists()
+    assert not os.path.exists(_worker_record(info.value))
+    # Not a dead-worker error, or a dead worker without a record: returns (the caller re-raises).
+    assert dec.hard_bound_timeout(RuntimeError("CUDA out of memory")) is None
+    assert dec.hard_bound_timeout(RuntimeError("DataLoader worker (pid(s) 1, 2) exited unexpectedly")) is None

@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ import torch
 
 import regionvit_video.engine.trainer as trainer_mod
 from regionvit_video.config import load_config
+from regionvit_video.data import DecodeTimeout, VideoDataset
+from regionvit_video.data import decoder as dec
 from regionvit_video.data.testing import make_kinetics_folder
 from regionvit_video.engine import NoCheckpointError, TooManyBadVideosError, TrainingDivergedError, test, train
 from regionvit_video.engine import checkpoint as ck
@@ -209,6 +212,36 @@ def test_too_many_bad_videos_stops_with_a_clear_message(dataset, tmp_path):
                        match=r"failed to decode in epoch 1 .*MAX_BAD_VIDEO_FRACTION 5\.0%.*bad_videos\.txt"):
         train(cfg)
     assert "broken.mp4" in (out / "bad_videos.txt").read_text()
+
+
+def test_worker_ended_by_the_decode_hard_bound_stops_training_naming_the_video(dataset, tmp_path, monkeypatch):
+    """Epoch 2's first decode hangs where no signal reaches it (as decord #373 does in native code)."""
+    import decord  # noqa: F401  (imported before the workers fork, not inside their first time bound)
+
+    monkeypatch.setattr(dec, "HARD_TIMEOUT_GRACE", 0.5)  # hard bound 2 x 1 + 0.5 s
+    epochs, getitem, decode = [], VideoDataset.__getitem__, VideoDataset._decode
+
+    def hang(n, fps):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        time.sleep(60)
+
+    monkeypatch.setattr(VideoDataset, "__getitem__", lambda self, key: (epochs.append(key[1]), getitem(self, key))[1])
+    monkeypatch.setattr(VideoDataset, "_decode",
+                        lambda self, path, fn: decode(self, path, hang if epochs[-1] == 1 else fn))
+    out = tmp_path / "hang"
+    cfg = tiny_cfg(dataset, out, "DATA_LOADER.NUM_WORKERS", "1", "DATA.DECODE_TIMEOUT", "1", "TRAIN.EVAL_PERIOD", "0",
+                   "MODEL_EMA.ENABLE", "False", "TRAIN.CHECKPOINT_ITER_PERIOD", "0")
+    with pytest.raises(DecodeTimeout, match=r"decode did not return within 2\.5 s \(hard bound of "
+                                            r"DATA\.DECODE_TIMEOUT=1 s\); the DataLoader worker \(pid \d+\) was ended"
+                       ) as info:
+        train(cfg)
+    path = info.value.path
+    assert str(info.value).startswith(f"{path}: ") and os.path.isfile(path)
+    assert "exited unexpectedly" in str(info.value.__cause__)
+    assert (out / "bad_videos.txt").read_text() == f"{path}\thard decode timeout\n"
+    assert [p.name for p in ck.list_checkpoints(out)] == ["checkpoint_epoch_00001.pyth"]  # epoch 1 is kept
+    assert ck.load_checkpoint(ck.latest_checkpoint(out))["epoch_complete"]
+    assert '"train_epoch"' in (out / "json_stats.log").read_text()
 
 
 def test_gradient_accumulation_clipping_and_pretrained_inflation(dataset, tmp_path):

@@ -27,16 +27,34 @@ Time bound (DATA.DECODE_TIMEOUT). Two levels, both per dataset item:
    DataLoader then raises "worker exited unexpectedly" in the main process instead of hanging
    forever (the run fails loudly; it does not stall). The main process is never
    killed this way (there only the soft bound applies).
+
+   Naming the video: before arming the hard bound, the worker writes an in-flight record (the
+   path, DATA.DECODE_TIMEOUT, the bound, when it was armed) to
+   ``<tempdir>/regionvit_video-<uid>/decoding-<worker pid>.json`` (a per-user 0700 directory; one
+   file per worker, so any number of workers and torchrun processes) and removes it when the
+   bound is disarmed. The training and test loops catch torch's "exited unexpectedly" error and
+   pass it to :func:`regionvit_video.data.loader.raise_hung_decode`, which reads (and removes) the
+   record of the dead worker named in the error (:func:`hard_bound_timeout`): when that worker was
+   still decoding past its bound, the run stops with :class:`DecodeTimeout` "<path>: decode did not
+   return within N s (hard bound of DATA.DECODE_TIMEOUT=T s); the DataLoader worker (pid P) was
+   ended", chained to torch's error, after appending ``<path>\\thard decode timeout`` to
+   OUTPUT_DIR/bad_videos.txt (checkpoints and logs already written stay). Any other worker death
+   (killed by a signal, died outside a decode or before its bound) is re-raised unchanged.
 """
 from __future__ import annotations
 
 import contextlib
 import faulthandler
+import json
 import logging
 import os
+import re
 import signal
+import stat
 import sys
+import tempfile
 import threading
+import time
 from typing import Iterator, Literal, Sequence
 
 import numpy as np
@@ -48,6 +66,11 @@ _MAX_TAIL_BACKOFF = 4
 # Hard bound in DataLoader workers: HARD_TIMEOUT_FACTOR * timeout + HARD_TIMEOUT_GRACE seconds.
 HARD_TIMEOUT_FACTOR = 2.0
 HARD_TIMEOUT_GRACE = 10.0
+# In-flight records older than this process are left-overs of another run (see hard_bound_timeout).
+_STARTED = time.monotonic()
+# The dead worker(s) in torch's "DataLoader worker (pid 12) exited unexpectedly with exit code 1"
+# (SIGCHLD handler) and "DataLoader worker (pid(s) 12, 13) exited unexpectedly" (queue check).
+_DEAD_WORKERS = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) exited unexpectedly")
 
 
 class DecodeError(RuntimeError):
@@ -98,9 +121,11 @@ def time_limit(seconds: float, path: str = "") -> Iterator[None]:
 
         previous = signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, seconds)
+    record = None
     if hard:
-        faulthandler.dump_traceback_later(HARD_TIMEOUT_FACTOR * seconds + HARD_TIMEOUT_GRACE, repeat=False,
-                                          file=sys.stderr, exit=True)
+        bound = HARD_TIMEOUT_FACTOR * seconds + HARD_TIMEOUT_GRACE
+        record = _write_in_flight_record(path, seconds, bound)
+        faulthandler.dump_traceback_later(bound, repeat=False, file=sys.stderr, exit=True)
     try:
         yield
     finally:
@@ -109,10 +134,66 @@ def time_limit(seconds: float, path: str = "") -> Iterator[None]:
             signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
         if hard:
             faulthandler.cancel_dump_traceback_later()
+            if record is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(record)
     # The alarm fired where its exception was swallowed (e.g. inside a library's __del__):
     # the item still counts as timed out.
     if fired:
         raise DecodeTimeout(path, message)
+
+
+def _in_flight_record(pid: int) -> str:
+    """Where DataLoader worker ``pid`` records the decode it is in (see the module docstring)."""
+    return os.path.join(tempfile.gettempdir(), f"regionvit_video-{os.getuid()}", f"decoding-{pid}.json")
+
+
+def _write_in_flight_record(path: str, timeout: float, bound: float) -> str | None:
+    """Record this worker's decode of ``path``; returns the file (None: not recorded, the bound still applies)."""
+    record = _in_flight_record(os.getpid())
+    folder = os.path.dirname(record)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise OSError(f"{folder} is not a directory of this user")
+        text = json.dumps({"path": path, "timeout": timeout, "bound": bound, "armed": time.monotonic()})
+        fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
+    except OSError as e:
+        logger.debug("%s: no in-flight record (%s)", path, e)
+        return None
+    return record
+
+
+def hard_bound_timeout(error: BaseException) -> DecodeTimeout | None:
+    """The :class:`DecodeTimeout` naming the video when ``error`` reports a worker the hard bound ended.
+
+    ``error`` is torch's "DataLoader worker (pid N) exited unexpectedly" RuntimeError, raised in
+    the main process. The in-flight records of the dead workers it names are read and removed;
+    one written by this run whose bound had passed gives the timeout. Anything else: None.
+    """
+    found = _DEAD_WORKERS.search(str(error))
+    if not isinstance(error, RuntimeError) or isinstance(error, DecodeError) or found is None:
+        return None
+    for pid in found.group(1).replace(" ", "").split(","):
+        record = _in_flight_record(int(pid))
+        try:
+            with open(record, encoding="utf-8") as f:
+                r = json.load(f)
+            os.unlink(record)
+            path, timeout, bound, armed = str(r["path"]), float(r["timeout"]), float(r["bound"]), float(r["armed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        # time.monotonic() is one system-wide clock on Linux: comparable across processes.
+        if armed >= _STARTED and time.monotonic() >= armed + bound:
+            return DecodeTimeout(path, f"decode did not return within {bound:g} s (hard bound of "
+                                       f"DATA.DECODE_TIMEOUT={timeout:g} s); the DataLoader worker (pid {pid}) "
+                                       "was ended")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- #

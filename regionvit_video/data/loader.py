@@ -27,6 +27,10 @@ Contract with the engine:
     once.
 
 - ``collate_videos(samples)``: see its docstring.
+- ``raise_hung_decode(error, bad_videos_path)``: call it on any ``RuntimeError`` caught around the
+  code that iterates a loader (torch raises a dead worker's error anywhere in the main thread,
+  from its SIGCHLD handler): a worker ended by the decode hard bound becomes a
+  :class:`~regionvit_video.data.decoder.DecodeTimeout` naming the video.
 """
 from __future__ import annotations
 
@@ -40,8 +44,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from regionvit_video.data.datasets import (DATASETS_DIR, VideoDataset, load_class_names,
+from regionvit_video.data.datasets import (DATASETS_DIR, VideoDataset, append_bad_video, load_class_names,
                                            read_kinetics_csv, read_ssv2_labels, read_ssv2_split)
+from regionvit_video.data.decoder import hard_bound_timeout
 from regionvit_video.data.transforms import TrainTransform
 
 logger = logging.getLogger(__name__)
@@ -234,3 +239,22 @@ def build_loader(cfg, split: Split, *, bad_videos_path: str | None = None, distr
         # Training workers persist across epochs (no restart cost per epoch): the epoch reaches
         # them inside each sampler key, not through dataset state.
         persistent_workers=train and workers > 0, prefetch_factor=2 if workers > 0 else None)
+
+
+def raise_hung_decode(error: BaseException, bad_videos_path: str | os.PathLike | None = None) -> None:
+    """Raise the :class:`~regionvit_video.data.decoder.DecodeTimeout` naming the video if ``error`` is
+    torch's "DataLoader worker ... exited unexpectedly" for a worker the decode hard bound ended.
+
+    The video is first appended to ``bad_videos_path`` (reason "hard decode timeout") so a resumed
+    run can see it; the DecodeTimeout is chained to ``error``. Returns for any other error (the
+    caller re-raises it). See :mod:`regionvit_video.data.decoder`.
+    """
+    timeout = hard_bound_timeout(error)
+    if timeout is None:
+        return
+    if bad_videos_path is not None:
+        try:
+            append_bad_video(bad_videos_path, timeout.path, "hard decode timeout")
+        except OSError as e:
+            logger.error("cannot append to %s: %s", bad_videos_path, e)
+    raise timeout from error

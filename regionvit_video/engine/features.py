@@ -65,7 +65,7 @@ from tqdm import tqdm
 
 from regionvit_video.data.datasets import VideoDataset, VideoRecord
 from regionvit_video.data.decoder import DecodeError, DecodeTimeout, PyAVReader, open_video, time_limit
-from regionvit_video.data.loader import collate_videos
+from regionvit_video.data.loader import collate_videos, raise_hung_decode
 from regionvit_video.data.sampling import uniform_indices
 from regionvit_video.data.transforms import eval_views
 from regionvit_video.utils.io import atomic_write
@@ -517,51 +517,55 @@ def run_feature_extraction(cfg) -> dict[str, Any]:
         done += 1
         bar.update()
 
-    with torch.no_grad(), _autocast(cfg, device):
-        if pending and f.MODE == "video":
-            dataset = VideoDataset(
-                records, mode="test", num_frames=d.NUM_FRAMES, sampling=d.SAMPLING, sampling_rate=d.SAMPLING_RATE,
-                target_fps=d.TARGET_FPS, test_scale=d.TEST_SCALE, test_crop_size=d.TEST_CROP_SIZE,
-                num_ensemble_views=cfg.TEST.NUM_ENSEMBLE_VIEWS, num_spatial_crops=crops, mean=d.MEAN,
-                std=d.STD, decoder=d.DECODER, decode_threads=d.DECODE_THREADS, decode_timeout=d.DECODE_TIMEOUT)
-            loader = DataLoader(Subset(dataset, pending), batch_size=f.BATCH_SIZE, num_workers=workers,
-                                collate_fn=collate_videos, pin_memory=device.type == "cuda")
-            for batch in loader:
-                failures += [(x["path"], x["error"]) for x in batch["failed"]]
-                bar.update(len(batch["failed"]))
-                if batch["video"] is None:
-                    continue
-                clips = batch["video"].flatten(0, 1).to(device, non_blocking=True)  # B*V, C, T, H, W
-                feats, stages = clip_features(model, clips, stage_features=f.STAGE_FEATURES, max_batch=max_clips)
-                for j, index in enumerate(batch["index"].tolist()):
-                    sl = slice(j * views, (j + 1) * views)
-                    finish(index, feats[sl], [s[sl] for s in stages])
-        elif pending:
-            dataset = SlidingWindowClips(
-                [records[i] for i in pending], window=f.WINDOW, stride=f.STRIDE, stride_unit=f.STRIDE_UNIT,
-                num_frames=d.NUM_FRAMES, chunk_windows=f.BATCH_SIZE, test_scale=d.TEST_SCALE,
-                test_crop_size=d.TEST_CROP_SIZE, num_crops=crops, mean=d.MEAN, std=d.STD, decoder=d.DECODER,
-                decode_threads=d.DECODE_THREADS, decode_timeout=d.DECODE_TIMEOUT)
-            loader = DataLoader(dataset, batch_size=None, num_workers=min(workers, len(pending)),
-                                pin_memory=device.type == "cuda")
-            partial: dict[int, dict] = {}  # per video being assembled from its chunks
-            for item in loader:
-                index = pending[item["index"]]
-                if "error" in item:
-                    partial.pop(index, None)
-                    failures.append((item["path"], item["error"]))
-                    bar.update()
-                    continue
-                clips = item["video"].to(device, non_blocking=True)
-                feats, stages = clip_features(model, clips, stage_features=f.STAGE_FEATURES, max_batch=max_clips)
-                acc = partial.setdefault(index, {"feats": [], "stages": [], "bounds": []})
-                acc["feats"].append(feats.cpu())
-                acc["stages"].append([s.cpu() for s in stages])
-                acc["bounds"].append(item["bounds"])
-                if item["last"]:
-                    acc = partial.pop(index)
-                    st = [torch.cat([s[k] for s in acc["stages"]]) for k in range(len(acc["stages"][0]))]
-                    finish(index, torch.cat(acc["feats"]), st, np.concatenate(acc["bounds"]), item["fps"])
+    try:
+        with torch.no_grad(), _autocast(cfg, device):
+            if pending and f.MODE == "video":
+                dataset = VideoDataset(
+                    records, mode="test", num_frames=d.NUM_FRAMES, sampling=d.SAMPLING, sampling_rate=d.SAMPLING_RATE,
+                    target_fps=d.TARGET_FPS, test_scale=d.TEST_SCALE, test_crop_size=d.TEST_CROP_SIZE,
+                    num_ensemble_views=cfg.TEST.NUM_ENSEMBLE_VIEWS, num_spatial_crops=crops, mean=d.MEAN,
+                    std=d.STD, decoder=d.DECODER, decode_threads=d.DECODE_THREADS, decode_timeout=d.DECODE_TIMEOUT)
+                loader = DataLoader(Subset(dataset, pending), batch_size=f.BATCH_SIZE, num_workers=workers,
+                                    collate_fn=collate_videos, pin_memory=device.type == "cuda")
+                for batch in loader:
+                    failures += [(x["path"], x["error"]) for x in batch["failed"]]
+                    bar.update(len(batch["failed"]))
+                    if batch["video"] is None:
+                        continue
+                    clips = batch["video"].flatten(0, 1).to(device, non_blocking=True)  # B*V, C, T, H, W
+                    feats, stages = clip_features(model, clips, stage_features=f.STAGE_FEATURES, max_batch=max_clips)
+                    for j, index in enumerate(batch["index"].tolist()):
+                        sl = slice(j * views, (j + 1) * views)
+                        finish(index, feats[sl], [s[sl] for s in stages])
+            elif pending:
+                dataset = SlidingWindowClips(
+                    [records[i] for i in pending], window=f.WINDOW, stride=f.STRIDE, stride_unit=f.STRIDE_UNIT,
+                    num_frames=d.NUM_FRAMES, chunk_windows=f.BATCH_SIZE, test_scale=d.TEST_SCALE,
+                    test_crop_size=d.TEST_CROP_SIZE, num_crops=crops, mean=d.MEAN, std=d.STD, decoder=d.DECODER,
+                    decode_threads=d.DECODE_THREADS, decode_timeout=d.DECODE_TIMEOUT)
+                loader = DataLoader(dataset, batch_size=None, num_workers=min(workers, len(pending)),
+                                    pin_memory=device.type == "cuda")
+                partial: dict[int, dict] = {}  # per video being assembled from its chunks
+                for item in loader:
+                    index = pending[item["index"]]
+                    if "error" in item:
+                        partial.pop(index, None)
+                        failures.append((item["path"], item["error"]))
+                        bar.update()
+                        continue
+                    clips = item["video"].to(device, non_blocking=True)
+                    feats, stages = clip_features(model, clips, stage_features=f.STAGE_FEATURES, max_batch=max_clips)
+                    acc = partial.setdefault(index, {"feats": [], "stages": [], "bounds": []})
+                    acc["feats"].append(feats.cpu())
+                    acc["stages"].append([s.cpu() for s in stages])
+                    acc["bounds"].append(item["bounds"])
+                    if item["last"]:
+                        acc = partial.pop(index)
+                        st = [torch.cat([s[k] for s in acc["stages"]]) for k in range(len(acc["stages"][0]))]
+                        finish(index, torch.cat(acc["feats"]), st, np.concatenate(acc["bounds"]), item["fps"])
+    except RuntimeError as e:  # a DataLoader worker ended by the decode hard bound: name its video
+        raise_hung_decode(e)  # features written so far stay (a rerun skips them)
+        raise
     bar.close()
 
     # Index and failures over all processes (rank 0 writes them).

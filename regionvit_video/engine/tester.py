@@ -109,7 +109,7 @@ def test(cfg: CfgNode, dist_info: DistInfo | None = None, *, checkpoint: str | P
     Returns:
         The content of ``test_results.json`` (on every process).
     """
-    from regionvit_video.data import build_loader
+    from regionvit_video.data import build_loader, raise_hung_decode
 
     di = dist_info or DistInfo(device=resolve_device(cfg.DEVICE))
     device, main = di.device, di.is_main
@@ -138,16 +138,20 @@ def test(cfg: CfgNode, dist_info: DistInfo | None = None, *, checkpoint: str | P
     loader.sampler.set_epoch(0)
     agg = MultiViewAggregator(cfg.MODEL.NUM_CLASSES)
     with console_through_tqdm() if main else contextlib.nullcontext():
-        for batch in tqdm(loader, total=len(loader), desc="test", disable=not main, dynamic_ncols=True):
-            agg.add_failed(batch.get("failed", []))
-            if batch["video"] is None:  # every video of the batch failed to decode
-                continue
-            video = batch["video"].to(device, non_blocking=True)  # B, V, C, T, H, W
-            b, v = video.shape[:2]
-            with autocast(device, cfg.TRAIN.MIXED_PRECISION):
-                logits = model(rearrange(video, "b v c t h w -> (b v) c t h w"))
-            probs = ensemble_views(rearrange(logits.float(), "(b v) k -> b v k", b=b, v=v))  # B, K
-            agg.add(batch["index"], probs, batch["label"], batch["path"])
+        try:
+            for batch in tqdm(loader, total=len(loader), desc="test", disable=not main, dynamic_ncols=True):
+                agg.add_failed(batch.get("failed", []))
+                if batch["video"] is None:  # every video of the batch failed to decode
+                    continue
+                video = batch["video"].to(device, non_blocking=True)  # B, V, C, T, H, W
+                b, v = video.shape[:2]
+                with autocast(device, cfg.TRAIN.MIXED_PRECISION):
+                    logits = model(rearrange(video, "b v c t h w -> (b v) c t h w"))
+                probs = ensemble_views(rearrange(logits.float(), "(b v) k -> b v k", b=b, v=v))  # B, K
+                agg.add(batch["index"], probs, batch["label"], batch["path"])
+        except RuntimeError as e:  # a DataLoader worker ended by the decode hard bound: name its video
+            raise_hung_decode(e, out / "bad_videos.txt")
+            raise
     agg = agg.gather()
     metrics = agg.metrics()
     failed = [agg.failed[i] for i in sorted(agg.failed)]

@@ -175,8 +175,10 @@ def train(
     Raises:
         TrainingDivergedError: the loss became NaN/Inf (the last good checkpoint is kept).
         TooManyBadVideosError: too many videos of an epoch failed to decode.
+        DecodeTimeout: a DataLoader worker was ended by the decode hard bound (the video is named and
+            appended to ``OUTPUT_DIR/bad_videos.txt``; see :mod:`regionvit_video.data.decoder`).
     """
-    from regionvit_video.data import build_loader, build_mixup
+    from regionvit_video.data import build_loader, build_mixup, raise_hung_decode
     from regionvit_video.models import load_pretrained
 
     di = dist_info or DistInfo(device=resolve_device(cfg.DEVICE))
@@ -470,6 +472,9 @@ def train(
                             epoch + 1, val_stats["top1_acc"], val_stats["top5_acc"], val_stats["num_videos"],
                             f"; {val_stats['num_failed']} failed to decode (listed in {out / 'bad_videos.txt'})"
                             if val_stats["num_failed"] else "")
+    except RuntimeError as e:  # a DataLoader worker ended by the decode hard bound: name its video
+        raise_hung_decode(e, out / "bad_videos.txt")
+        raise
     finally:
         console.__exit__(None, None, None)
         stats.close()

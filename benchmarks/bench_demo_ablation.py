@@ -6,7 +6,8 @@
 
 The demo's classes come in time-reversed pairs (move_left / move_right, ...): reversing a video's
 frames gives a valid video of the paired class. A model that cannot compare frames in order (here the
-same ``regionvit_video_pico`` with its temporal attention and time embedding held at zero, so every
+same model as the demo's (``MODEL.ARCH`` of the config) with its temporal attention and time embedding
+held at zero, so every
 frame is encoded alone and the frame features are averaged) sees the same set of frames for a video
 and its reversal, so it can find the pair but must guess the direction: about 50% top-1 at best. The
 table shows test top-1, pair accuracy (prediction in the right pair) and direction accuracy (right
@@ -24,25 +25,37 @@ from pathlib import Path
 import torch
 
 import regionvit_video  # noqa: F401
+from regionvit_video.demo.__main__ import DEMO_DATA
 from regionvit_video.demo.synthetic_actions import PAIRED_CLASS, make_synthetic_actions
 from regionvit_video.models.registry import create_model, is_model, register_model
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-if not is_model("regionvit_video_pico_no_temporal"):
-    @register_model
-    def regionvit_video_pico_no_temporal(**kwargs):
-        """regionvit_video_pico with the temporal attention switched off: ``temporal_fc`` (whose output is
-        the temporal branch's whole contribution) and ``time_embed`` are zero and frozen, so frames are
-        encoded independently and only averaged at the end."""
-        model = create_model("regionvit_video_pico", **kwargs)
-        for name, p in model.named_parameters():
-            if name.endswith(("temporal_fc.weight", "temporal_fc.bias")) or name == "time_embed":
+def register_no_temporal(arch: str) -> str:
+    """Register ``<arch>_no_temporal``: ``arch`` with its temporal attention switched off.
+
+    ``temporal_fc`` (whose output is the temporal branch's whole contribution) and ``time_embed`` are
+    zero and frozen, so frames are encoded independently and only averaged at the end; everything else
+    (architecture, init, recipe) is the demo's.
+    """
+    name = f"{arch}_no_temporal"
+    if is_model(name):
+        return name
+
+    def build(**kwargs):
+        model = create_model(arch, **kwargs)
+        for pname, p in model.named_parameters():
+            if pname.endswith(("temporal_fc.weight", "temporal_fc.bias")) or pname == "time_embed":
                 with torch.no_grad():
                     p.zero_()
                 p.requires_grad_(False)
         return model
+
+    build.__name__ = name
+    build.__doc__ = f"{arch} with the temporal attention switched off (temporal_fc and time_embed frozen at 0)."
+    register_model(build)
+    return name
 
 
 def pair_metrics(predictions_csv: Path) -> dict[str, float]:
@@ -62,7 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="bench_output/demo_ablation/data")
     p.add_argument("--output", default="bench_output/demo_ablation")
     p.add_argument("--epochs", type=int, default=None, help="SOLVER.MAX_EPOCH (default: the config's)")
-    p.add_argument("--num-train", type=int, default=480)
+    p.add_argument("--num-train", type=int, default=DEMO_DATA["num_train"])
     p.add_argument("--threads", type=int, default=min(2, len(os.sched_getaffinity(0))))
     args = p.parse_args(argv)
 
@@ -71,9 +84,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)
-    make_synthetic_actions(data, num_train=args.num_train, num_val=96, num_test=96, size=64, num_frames=16)
+    make_synthetic_actions(data, **{**DEMO_DATA, "num_train": args.num_train})
+    base = load_config(args.cfg, check_paths=False).MODEL.ARCH
     table = []
-    for arch in ("regionvit_video_pico", "regionvit_video_pico_no_temporal"):
+    for arch in (base, register_no_temporal(base)):
         out = Path(args.output) / arch
         opts = ["DATA.PATH_TO_DATA_DIR", str(data), "DATA.PATH_PREFIX", str(data), "DATA.CLASS_NAMES",
                 str(data / "classes.txt"), "OUTPUT_DIR", str(out), "MODEL.ARCH", arch]
@@ -88,10 +102,10 @@ def main(argv=None) -> int:
 
     print(f"\ntemporal-attention ablation on the demo dataset ({cfg.SOLVER.MAX_EPOCH} epochs, "
           f"{args.num_train} training videos, {table[0][1]['videos']} test videos, chance 12.5%)")
-    print(f"| {'model':<34} | top-1 % | pair % | direction % | minutes |")
-    print(f"|{'-' * 36}|---------|--------|-------------|---------|")
+    print(f"| {'model':<36} | top-1 % | pair % | direction % | minutes |")
+    print(f"|{'-' * 38}|---------|--------|-------------|---------|")
     for arch, m, s in table:
-        print(f"| {arch:<34} | {m['top1']:7.1f} | {m['pair']:6.1f} | {m['direction']:11.1f} | {s / 60:7.1f} |")
+        print(f"| {arch:<36} | {m['top1']:7.1f} | {m['pair']:6.1f} | {m['direction']:11.1f} | {s / 60:7.1f} |")
     print("direction %: right class among videos whose pair was right; an order-blind model is at ~50%.")
     return 0
 

@@ -11,7 +11,8 @@ batch 1) and a large fp32 matmul as the machine's reference rate, on the same nu
 - train-step latency: forward + cross-entropy + backward + AdamW step (train mode);
 - peak memory: the process's RSS high-water mark (``getrusage`` ru_maxrss), measured in a fresh
   subprocess per model and phase so models do not share a high-water mark; "delta" is the peak minus the
-  RSS after imports (weights, gradients, optimizer state, activations, workspace);
+  RSS after imports (weights, gradients, optimizer state, activations, workspace); "ckpt delta" is the
+  same train step with per-block activation checkpointing (``MODEL.ACT_CHECKPOINT``);
 - bf16 autocast on the CPU: forward latency and the largest |logit| difference from fp32 (same input).
 
 Latencies are medians over ``--repeats`` timed runs after ``--warmup`` untimed ones.
@@ -139,12 +140,14 @@ def _worker_infer(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _worker_train(args: argparse.Namespace) -> dict[str, Any]:
+def _worker_train(args: argparse.Namespace, act_checkpoint: bool = False) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
     base_mb = _rss_now_mb()
     model, _ = _build(args.model, args)
+    if act_checkpoint:
+        model.set_grad_checkpointing(True)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
     x = torch.randn(args.batch, 3, args.frames, args.size, args.size)
@@ -157,6 +160,8 @@ def _worker_train(args: argparse.Namespace) -> dict[str, Any]:
 
     sec = _median_seconds(step, args.repeats, args.warmup)
     peak = _rss_peak_mb()
+    if act_checkpoint:
+        return dict(ckpt_train_s=sec, ckpt_train_delta_mb=peak - base_mb)
     return dict(train_s=sec, train_peak_mb=peak, train_delta_mb=peak - base_mb, base_mb=base_mb)
 
 
@@ -167,7 +172,8 @@ def _worker_main(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    fn = {"matmul": _worker_matmul, "infer": _worker_infer, "train": _worker_train}[args._worker]
+    fn = {"matmul": _worker_matmul, "infer": _worker_infer, "train": _worker_train,
+          "train_ckpt": lambda a: _worker_train(a, act_checkpoint=True)}[args._worker]
     print(RESULT_PREFIX + json.dumps(fn(args)), flush=True)
 
 
@@ -194,7 +200,7 @@ def _fmt(v: float | None, spec: str) -> str:
 def _table(rows: list[dict[str, Any]], matmul: dict[str, Any]) -> str:
     head = [
         "model", "params (M)", "GFLOPs", "fwd ms", "GFLOP/s", "% matmul", "train ms",
-        "fwd peak MB", "train peak MB", "train delta MB", "bf16 fwd ms", "bf16 max|dlogit|",
+        "fwd peak MB", "train peak MB", "train delta MB", "ckpt delta MB", "bf16 fwd ms", "bf16 max|dlogit|",
     ]  # fmt: skip
     lines = []
     for r in rows:
@@ -214,6 +220,7 @@ def _table(rows: list[dict[str, Any]], matmul: dict[str, Any]) -> str:
             _fmt(r.get("fwd_peak_mb"), ".0f"),
             _fmt(r.get("train_peak_mb"), ".0f"),
             _fmt(r.get("train_delta_mb"), ".0f"),
+            _fmt(r.get("ckpt_train_delta_mb"), ".0f"),
             _fmt(r["bf16_fwd_s"] * 1e3, ".0f"),
             _fmt(r.get("bf16_max_abs_diff"), ".3g"),
         ])  # fmt: skip
@@ -240,6 +247,10 @@ def _targets(rows: list[dict[str, Any]], matmul: dict[str, Any]) -> list[dict[st
             ratio = t["train_delta_mb"] / b["train_delta_mb"]
             checks.append(dict(what=f"{TARGET_MODEL} / {BASELINE_MODEL} train-step peak memory (delta)",
                                value=ratio, target=f"<= {TARGET_MEM_RATIO}", ok=ratio <= TARGET_MEM_RATIO))  # fmt: skip
+        if "ckpt_train_delta_mb" in t and "ckpt_train_delta_mb" in b:
+            ratio = t["ckpt_train_delta_mb"] / b["ckpt_train_delta_mb"]
+            checks.append(dict(what="  same, both with activation checkpointing", value=ratio,
+                               target=f"<= {TARGET_MEM_RATIO}", ok=ratio <= TARGET_MEM_RATIO))  # fmt: skip
     for r in rows:
         if r.get("gflops") and matmul.get("gflops"):
             frac = r["gflops"] / r["fwd_s"] / matmul["gflops"]
@@ -262,9 +273,10 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--num-classes", type=int, default=400)
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n fp32 reference GEMM")
-    p.add_argument("--no-train", action="store_true", help="skip the train-step measurement")
+    p.add_argument("--no-train", action="store_true", help="skip the train-step measurements")
+    p.add_argument("--no-ckpt", action="store_true", help="skip the activation-checkpointed train step")
     p.add_argument("--json", metavar="PATH", help="also write all numbers to this JSON file")
-    p.add_argument("--_worker", choices=("matmul", "infer", "train"), help=argparse.SUPPRESS)
+    p.add_argument("--_worker", choices=("matmul", "infer", "train", "train_ckpt"), help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads is None:
@@ -295,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown model(s): {', '.join(unknown)} (see regionvit_video.models.list_models())", file=sys.stderr)
         return 2
 
-    phases = ("infer",) if args.no_train else ("infer", "train")
+    phases = ("infer",) if args.no_train else ("infer", "train") if args.no_ckpt else ("infer", "train", "train_ckpt")
     jobs = [("matmul", None)] + [(ph, m) for m in args.models for ph in phases]
     results: dict[tuple[str, str | None], dict[str, Any]] = {}
     for phase, model in (bar := tqdm(jobs, desc="bench_models", unit="job", file=sys.stderr)):
@@ -306,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for m in args.models:
         row: dict[str, Any] = dict(model=m)
-        for phase in ("infer", "train"):
+        for phase in ("infer", "train", "train_ckpt"):
             res = results.get((phase, m), {})
             if "error" in res:
                 row.setdefault("error", "")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Temporal-attention ablation on the demo dataset: the same training with and without it.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_demo_ablation.py               # full demo schedule (~2x 8 min)
+    OMP_NUM_THREADS=2 python benchmarks/bench_demo_ablation.py               # full demo schedule, both models
+    python benchmarks/bench_demo_ablation.py --data demo_data --demo-output demo_output   # after `make demo`
     python benchmarks/bench_demo_ablation.py --epochs 3 --num-train 160      # quick look
 
 The demo's classes come in time-reversed pairs (move_left / move_right, ...): reversing a video's
@@ -77,6 +78,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="SOLVER.MAX_EPOCH (default: the config's)")
     p.add_argument("--num-train", type=int, default=DEMO_DATA["num_train"])
     p.add_argument("--threads", type=int, default=min(2, len(os.sched_getaffinity(0))))
+    p.add_argument("--demo-output", metavar="DIR",
+                   help="take the temporal model's row from a finished `make demo` run (its OUTPUT_DIR, e.g. "
+                        "demo_output, trained on the same generated data) instead of training it again")
     args = p.parse_args(argv)
 
     from regionvit_video.config.load import load_config
@@ -88,6 +92,13 @@ def main(argv=None) -> int:
     base = load_config(args.cfg, check_paths=False).MODEL.ARCH
     table = []
     for arch in (base, register_no_temporal(base)):
+        if arch == base and args.demo_output:
+            preds = Path(args.demo_output) / "test_predictions.csv"
+            if not preds.is_file():
+                print(f"error: {preds} not found: run `make demo` first or drop --demo-output", file=sys.stderr)
+                return 2
+            table.append((f"{arch} (from {args.demo_output})", pair_metrics(preds), float("nan")))
+            continue
         out = Path(args.output) / arch
         opts = ["DATA.PATH_TO_DATA_DIR", str(data), "DATA.PATH_PREFIX", str(data), "DATA.CLASS_NAMES",
                 str(data / "classes.txt"), "OUTPUT_DIR", str(out), "MODEL.ARCH", arch]
@@ -102,10 +113,11 @@ def main(argv=None) -> int:
 
     print(f"\ntemporal-attention ablation on the demo dataset ({cfg.SOLVER.MAX_EPOCH} epochs, "
           f"{args.num_train} training videos, {table[0][1]['videos']} test videos, chance 12.5%)")
-    print(f"| {'model':<36} | top-1 % | pair % | direction % | minutes |")
-    print(f"|{'-' * 38}|---------|--------|-------------|---------|")
+    width = max(len(arch) for arch, _, _ in table)
+    print(f"| {'model':<{width}} | top-1 % | pair % | direction % | minutes |")
+    print(f"|{'-' * (width + 2)}|---------|--------|-------------|---------|")
     for arch, m, s in table:
-        print(f"| {arch:<36} | {m['top1']:7.1f} | {m['pair']:6.1f} | {m['direction']:11.1f} | {s / 60:7.1f} |")
+        print(f"| {arch:<{width}} | {m['top1']:7.1f} | {m['pair']:6.1f} | {m['direction']:11.1f} | {s / 60:7.1f} |")
     print("direction %: right class among videos whose pair was right; an order-blind model is at ~50%.")
     return 0
 

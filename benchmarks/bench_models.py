@@ -15,7 +15,10 @@ batch 1) and a large fp32 matmul as the machine's reference rate, on the same nu
   same train step with per-block activation checkpointing (``MODEL.ACT_CHECKPOINT``);
 - bf16 autocast on the CPU: forward latency and the largest |logit| difference from fp32 (same input).
 
-Latencies are medians over ``--repeats`` timed runs after ``--warmup`` untimed ones.
+Latencies are medians over ``--repeats`` timed runs after ``--warmup`` untimed ones. A shared or
+virtual machine's speed drifts by 10-30% over minutes, so the fp32 forward and the matmul reference are
+measured in ``--rounds`` interleaved rounds (matmul, model 1, model 2, ..., again) and the table shows
+the median over rounds: ratios between models then compare like with like.
 
 Usage::
 
@@ -140,6 +143,17 @@ def _worker_infer(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _worker_fwd(args: argparse.Namespace) -> dict[str, Any]:
+    """fp32 forward latency only (the extra interleaved rounds)."""
+    import torch
+
+    model, _ = _build(args.model, args)
+    model.eval()
+    x = torch.randn(args.batch, 3, args.frames, args.size, args.size)
+    with torch.no_grad():
+        return dict(fwd_s=_median_seconds(lambda: model(x), args.repeats, args.warmup))
+
+
 def _worker_train(args: argparse.Namespace, act_checkpoint: bool = False) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
@@ -172,7 +186,7 @@ def _worker_main(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    fn = {"matmul": _worker_matmul, "infer": _worker_infer, "train": _worker_train,
+    fn = {"matmul": _worker_matmul, "infer": _worker_infer, "fwd": _worker_fwd, "train": _worker_train,
           "train_ckpt": lambda a: _worker_train(a, act_checkpoint=True)}[args._worker]
     print(RESULT_PREFIX + json.dumps(fn(args)), flush=True)
 
@@ -274,15 +288,17 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-classes", type=int, default=400)
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n fp32 reference GEMM")
     p.add_argument("--no-train", action="store_true", help="skip the train-step measurements")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds of the fp32 forward and matmul timings (median reported)")
     p.add_argument("--no-ckpt", action="store_true", help="skip the activation-checkpointed train step")
     p.add_argument("--json", metavar="PATH", help="also write all numbers to this JSON file")
-    p.add_argument("--_worker", choices=("matmul", "infer", "train", "train_ckpt"), help=argparse.SUPPRESS)
+    p.add_argument("--_worker", choices=("matmul", "infer", "fwd", "train", "train_ckpt"), help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads is None:
         args.threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     args.models = [m for item in args.models for m in item.split(",") if m]
-    for flag in ("frames", "size", "batch", "repeats", "threads", "matmul_size"):
+    for flag in ("frames", "size", "batch", "repeats", "threads", "matmul_size", "rounds"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
@@ -309,12 +325,23 @@ def main(argv: list[str] | None = None) -> int:
 
     phases = ("infer",) if args.no_train else ("infer", "train") if args.no_ckpt else ("infer", "train", "train_ckpt")
     jobs = [("matmul", None)] + [(ph, m) for m in args.models for ph in phases]
+    for _ in range(args.rounds - 1):
+        jobs += [("matmul", None)] + [("fwd", m) for m in args.models]
     results: dict[tuple[str, str | None], dict[str, Any]] = {}
+    rounds: dict[str | None, list[dict[str, Any]]] = {}  # every matmul / fp32-forward measurement
     for phase, model in (bar := tqdm(jobs, desc="bench_models", unit="job", file=sys.stderr)):
         bar.set_postfix_str(f"{phase} {model or ''}".strip())
-        results[(phase, model)] = _run_worker(phase, args, model)
+        res = _run_worker(phase, args, model)
+        if phase in ("matmul", "infer", "fwd") and "error" not in res:
+            rounds.setdefault(model, []).append(res)
+        results.setdefault((phase, model), res)
 
-    matmul = results[("matmul", None)]
+    matmul = dict(results[("matmul", None)])
+    mm = [r for r in rounds.get(None, []) if "seconds" in r]
+    if mm:
+        matmul["seconds"] = statistics.median(r["seconds"] for r in mm)
+        matmul["gflops"] = statistics.median(r["gflops"] for r in mm)
+        matmul["gflops_rounds"] = [r["gflops"] for r in mm]
     rows = []
     for m in args.models:
         row: dict[str, Any] = dict(model=m)
@@ -325,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
                 row["error"] += res["error"] + "\n"
             else:
                 row.update(res)
+        fwd = [r["fwd_s"] for r in rounds.get(m, []) if "fwd_s" in r]
+        if fwd:
+            row["fwd_s"], row["fwd_s_rounds"] = statistics.median(fwd), fwd
         rows.append(row)
 
     cpu = platform.processor() or platform.machine()
@@ -335,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     print(
         f"bench_models: {args.batch}x3x{args.frames}x{args.size}x{args.size}, {args.threads} thread(s), "
-        f"{args.repeats} timed run(s) (median) after {args.warmup} warm-up, torch {torch.__version__}, {cpu}"
+        f"{args.repeats} timed run(s) (median) after {args.warmup} warm-up, fp32 forward and matmul: median of "
+        f"{args.rounds} interleaved round(s), torch {torch.__version__}, {cpu}"
     )
     print(_table(rows, matmul))
     print(

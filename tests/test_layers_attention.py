@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import regionvit_video.layers.attention as attention_module
 from regionvit_video.layers import RelPosAttention, from_windows, rel_pos_index, to_windows, window_mask
 
 
@@ -76,7 +77,8 @@ def _attn(ws=4, dim=64, heads=2):
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_sdpa_equals_explicit_softmax(padded):
+def test_sdpa_equals_explicit_softmax(padded, monkeypatch):
+    monkeypatch.setattr(attention_module, "CPU_SDPA_MIN_TOKENS", 0)  # SDPA for every length when fused
     ws, nh, nw = 4, 2, 3
     attn = _attn(ws)
     mask = window_mask((nh, nw), ws, 1, 3) if padded else None
@@ -92,6 +94,33 @@ def test_sdpa_equals_explicit_softmax(padded):
         fused_r = attn(r)
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused_r, plain_r, rtol=1e-5, atol=1e-5)
+
+
+def test_short_cpu_sequences_take_the_explicit_path_with_sdpa_results(monkeypatch):
+    """On CPU, sequences of <= CPU_SDPA_MIN_TOKENS tokens (the temporal attention) skip SDPA: same outputs
+    and gradients as SDPA, which runs when the threshold is lowered."""
+    torch.manual_seed(0)
+    attn = RelPosAttention(64, num_heads=2).eval()
+    assert attention_module.CPU_SDPA_MIN_TOKENS >= 8
+    x = torch.randn(5, 8, 64)
+    calls = []
+    real_sdpa = attention_module.F.scaled_dot_product_attention
+
+    def counting_sdpa(*args, **kwargs):
+        calls.append(1)
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", counting_sdpa)
+    results = []
+    for threshold in (attention_module.CPU_SDPA_MIN_TOKENS, 0):
+        monkeypatch.setattr(attention_module, "CPU_SDPA_MIN_TOKENS", threshold)
+        xi = x.clone().requires_grad_(True)
+        out = attn(xi)
+        out.square().sum().backward()
+        results.append((out.detach(), xi.grad))
+    assert len(calls) == 1  # only the lowered threshold went through SDPA
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
 
 
 def test_explicit_path_is_official_formula():

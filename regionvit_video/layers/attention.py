@@ -118,13 +118,13 @@ class RelPosAttention(nn.Module):
         qkv = self.qkv(x).view(Bp, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # B', heads, N, head_dim
 
+        if mask is not None and (num_windows is None or Bp % num_windows):
+            raise ValueError(f"mask needs num_windows dividing the batch {Bp}, got {num_windows}")
         if self.fused_attn and (q.device.type != "cpu" or N > CPU_SDPA_MIN_TOKENS):
             # SDPA takes its CPU flash kernel only for a 4-D mask (a 3-D one falls back to the math path,
             # about 2.5x slower on the local windows); on CUDA a 4-D mask works with every backend.
             attn_mask = self._bias(N, q.dtype).unsqueeze(0) if rel_pos else None  # 1, heads, N, N
             if mask is not None:
-                if num_windows is None or Bp % num_windows:
-                    raise ValueError(f"mask needs num_windows dividing the batch {Bp}, got {num_windows}")
                 if attn_mask is None:
                     attn_mask = torch.zeros(1, self.num_heads, N, N, dtype=q.dtype, device=q.device)
                 # nW, heads, N, N -> B', heads, N, N (windows fastest in B')
@@ -136,8 +136,6 @@ class RelPosAttention(nn.Module):
         else:
             # The explicit softmax path (the official computation); on CPU also the fast one for short
             # sequences (the temporal attention over T frames), where SDPA's flash kernel is 2-4x slower.
-            if mask is not None and (num_windows is None or Bp % num_windows):
-                raise ValueError(f"mask needs num_windows dividing the batch {Bp}, got {num_windows}")
             attn = torch.einsum("bhnd,bhmd->bhnm", q, k) * self.scale  # B', heads, N, N
             if rel_pos:
                 attn = attn + self._bias(N, attn.dtype)

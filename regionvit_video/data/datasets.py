@@ -211,7 +211,9 @@ class _SeededRNG:
     def __enter__(self) -> np.random.Generator:
         self._torch_state = torch.get_rng_state()
         self._py_state = random.getstate()
-        torch.manual_seed(self.seed)
+        # The CPU generator only: torch.manual_seed would also reseed every CUDA device (and pay
+        # for a lazy-call stack capture per accelerator type on each sample).
+        torch.random.default_generator.manual_seed(self.seed)
         random.seed(self.seed)
         return np.random.default_rng(self.seed)
 

@@ -17,6 +17,9 @@ A second table gives DataLoader throughput of the training pipeline with 1 and 2
 
     OMP_NUM_THREADS=1 python benchmarks/bench_loader.py              # full run
     OMP_NUM_THREADS=1 python benchmarks/bench_loader.py --small      # quick run (shorter, fewer repeats)
+
+Like the loader's worker processes (DATA_LOADER.RETAIN_FREED_MEMORY, on by default), the
+in-process rows keep freed memory for reuse; ``--no-retain-memory`` measures glibc's defaults.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from regionvit_video.data import build_dataset, build_loader
 from regionvit_video.data.decoder import read_frames
 from regionvit_video.data.sampling import uniform_indices
 from regionvit_video.data.video_writer import write_video
+from regionvit_video.utils.malloc import retain_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "tests" / "data" / "realshort.mp4"
@@ -75,6 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--seconds", type=float, default=None, help="length of the generated clips")
     p.add_argument("--loader-videos", type=int, default=None, help="videos in the DataLoader test")
+    p.add_argument("--no-retain-memory", action="store_true",
+                   help="DATA_LOADER.RETAIN_FREED_MEMORY False, here and in the DataLoader workers")
     a = p.parse_args(argv)
     repeats = a.repeats or (3 if a.small else 10)
     seconds = a.seconds or (4.0 if a.small else 10.0)
@@ -82,6 +88,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
 
     cfg = get_cfg()  # paper settings: 8 frames uniform, 256-320 jitter, 224 crops, 1 x 3 test views
+    cfg.DATA_LOADER.RETAIN_FREED_MEMORY = not a.no_retain_memory
+    if cfg.DATA_LOADER.RETAIN_FREED_MEMORY:
+        retain_freed_memory()  # as in each loading process (regionvit_video/data/loader.py)
     tmp = Path(tempfile.mkdtemp(prefix="bench_loader_"))
     clips = {}
     t0 = time.perf_counter()
@@ -128,7 +137,7 @@ def main(argv=None) -> int:
 
     views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
     print(f"\nclips/s, 1 process, 1 thread, {cfg.DATA.NUM_FRAMES} frames, uniform sampling, train 224 crops, "
-          f"test {views} views, median of {repeats}")
+          f"test {views} views, median of {repeats}, RETAIN_FREED_MEMORY {cfg.DATA_LOADER.RETAIN_FREED_MEMORY}")
     head = f"{'clip':<24}{'decode':>9}{'train':>9}{'test':>9}{'decode_all':>12}{'train/decode':>14}{'train/dec_all':>15}"
     print(head)
     print("-" * len(head))

@@ -3,6 +3,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import platform
 import shutil
 
 import pytest
@@ -229,6 +230,55 @@ def test_two_workers_give_the_same_batches_as_none(kinetics):
     assert [ix for ix, _ in got] == [ix for ix, _ in ref]
     for (_, a), (_, b) in zip(got, ref):
         torch.testing.assert_close(a, b)
+
+
+def test_loading_processes_retain_freed_memory_unless_switched_off(kinetics, monkeypatch):
+    import regionvit_video.data.loader as loader_mod
+
+    calls = []
+    monkeypatch.setattr(loader_mod, "retain_freed_memory", lambda: calls.append(os.getpid()) or True)
+    cfg = tiny_cfg(kinetics)  # NUM_WORKERS 0: the main process loads, so it is tuned here
+    build_loader(cfg, "train")
+    assert calls == [os.getpid()]
+    cfg.DATA_LOADER.NUM_WORKERS = 2  # workers: tuned in each worker's init, not in the main process
+    loader = build_loader(cfg, "train")
+    assert calls == [os.getpid()]
+    loader.worker_init_fn(0)
+    assert len(calls) == 2
+    cfg.DATA_LOADER.RETAIN_FREED_MEMORY = False
+    cfg.DATA_LOADER.NUM_WORKERS = 0
+    build_loader(cfg, "val").worker_init_fn(0)
+    assert len(calls) == 2
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+from regionvit_video.data.transforms import TrainTransform
+from regionvit_video.utils.malloc import retain_freed_memory
+if sys.argv[1] == "retain":
+    assert retain_freed_memory() is True
+torch.set_num_threads(1)
+frames = torch.randint(0, 256, (8, 240, 320, 3), dtype=torch.uint8)
+transform = TrainTransform()
+for seed in range(10):
+    torch.manual_seed(seed); transform(frames)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for seed in range(30):
+    torch.manual_seed(seed); transform(frames)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_retain_freed_memory_stops_page_faults_between_clips():
+    import subprocess
+    import sys
+
+    faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], check=True, text=True,
+                                       capture_output=True).stdout.split()[-1])
+              for mode in ("default", "retain")}
+    # ~500 pages per clip with glibc's defaults (the temporaries are mmap-ed and unmapped each time)
+    assert faults["retain"] < 0.2 * faults["default"], faults
 
 
 def test_distributed_eval_pads_without_losing_items_and_dedups_by_index(kinetics):

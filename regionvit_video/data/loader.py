@@ -34,6 +34,7 @@ Contract with the engine:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -48,6 +49,7 @@ from regionvit_video.data.datasets import (DATASETS_DIR, VideoDataset, append_ba
                                            read_kinetics_csv, read_ssv2_labels, read_ssv2_split)
 from regionvit_video.data.decoder import hard_bound_timeout
 from regionvit_video.data.transforms import TrainTransform
+from regionvit_video.utils.malloc import retain_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -196,8 +198,9 @@ class ResumableSampler(DistributedSampler):
         return iter([(i, epoch) for i in indices[skip:]])
 
 
-def worker_init_fn(worker_id: int) -> None:
-    """Seed numpy and ``random`` in each worker from torch's per-worker seed.
+def worker_init_fn(worker_id: int, retain_memory: bool = False) -> None:
+    """Seed numpy and ``random`` in each worker from torch's per-worker seed; with ``retain_memory``,
+    keep the worker's freed memory for the next clips (:func:`~regionvit_video.utils.malloc.retain_freed_memory`).
 
     Items reseed from ``(seed, epoch, index)`` themselves; this covers any other use of the
     global generators in a worker.
@@ -205,6 +208,8 @@ def worker_init_fn(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    if retain_memory:
+        retain_freed_memory()
 
 
 def build_loader(cfg, split: Split, *, bad_videos_path: str | None = None, distributed: bool | None = None,
@@ -232,10 +237,14 @@ def build_loader(cfg, split: Split, *, bad_videos_path: str | None = None, distr
                                shuffle=train if shuffle is None else shuffle, seed=cfg.RNG_SEED,
                                start_iter=start_iter)
     workers = int(cfg.DATA_LOADER.NUM_WORKERS)
+    retain = bool(cfg.DATA_LOADER.RETAIN_FREED_MEMORY)
+    if retain and workers == 0:
+        retain_freed_memory()  # the main process loads the clips itself
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         pin_memory=bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
-        collate_fn=collate_videos, drop_last=train, worker_init_fn=worker_init_fn,
+        collate_fn=collate_videos, drop_last=train,
+        worker_init_fn=functools.partial(worker_init_fn, retain_memory=retain),
         # Training workers persist across epochs (no restart cost per epoch): the epoch reaches
         # them inside each sampler key, not through dataset state.
         persistent_workers=train and workers > 0, prefetch_factor=2 if workers > 0 else None)

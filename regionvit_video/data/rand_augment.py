@@ -15,7 +15,8 @@ matters because RandAugment is the largest cost of the training transform after 
 
 Outputs equal pytorchvideo's bit for bit, except for ShearX, TranslateX and TranslateY: their
 interpolation weights are computed differently from grid_sample's, so a value that lands exactly
-on .5 can round the other way (a difference of 1, on under 1% of the pixels).
+on .5 can round the other way: a difference of 1, on under 1% of the pixels at the continuous
+magnitudes the policy draws (shifts of exact quarter pixels make ties, and such differences, common).
 tests/test_rand_augment.py checks every op and the whole policy against pytorchvideo.
 """
 from __future__ import annotations

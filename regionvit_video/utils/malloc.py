@@ -3,7 +3,7 @@
 Every training clip allocates a few MB of temporaries (decoded frames, the uint8 and float copies
 of the transforms). With glibc's defaults, blocks of this size are ``mmap``-ed and freed memory at
 the top of the heap is returned to the OS, so each clip faults its memory back in page by page.
-On this project's CPU benchmark that fault traffic made the training transform about 1.7x slower
+On this project's CPU benchmark that fault traffic made the training transform about 1.4x slower
 (benchmarks/bench_loader.py). PyTorch's CPU performance guide recommends jemalloc or tcmalloc
 through ``LD_PRELOAD`` for the same reason; raising glibc's two thresholds gets the effect without
 a preload.

@@ -127,6 +127,14 @@ def test_command_line_forms(tmp_path):
     (["DATA.TRAIN_JITTER_SCALES", "[320, 256]"], r"DATA\.TRAIN_JITTER_SCALES: must be \[min, max\]"),
     (["TRAIN.GRAD_ACCUM_STEPS", "2", "TRAIN.CHECKPOINT_ITER_PERIOD", "3"], r"multiple of TRAIN\.GRAD_ACCUM_STEPS"),
     (["MIXUP.LABEL_SMOOTHING", "1.0"], r"MIXUP\.LABEL_SMOOTHING: must be in \[0, 1\)"),
+    (["SOLVER.LR_POLICY", "steps", "SOLVER.STEPS", "[0, 5]", "SOLVER.LRS", "[1, 0.1]"],
+     r"SOLVER\.LR_POLICY: must be one of 'cosine', 'steps_with_relative_lrs'"),
+    (["SOLVER.LR_POLICY", "steps_with_relative_lrs", "SOLVER.STEPS", "[2, 5]", "SOLVER.LRS", "[1, 0.1]"],
+     r"SOLVER\.STEPS: must start at 0 and increase strictly below SOLVER\.MAX_EPOCH \(30\), got \[2, 5\]"),
+    (["SOLVER.LR_POLICY", "steps_with_relative_lrs", "SOLVER.STEPS", "[0, 40]", "SOLVER.LRS", "[1, 0.1]"],
+     r"SOLVER\.STEPS: must start at 0"),
+    (["SOLVER.LR_POLICY", "steps_with_relative_lrs", "SOLVER.STEPS", "[0, 5, 9]", "SOLVER.LRS", "[1, 0.1]"],
+     r"SOLVER\.LRS: must give one positive relative lr per SOLVER\.STEPS entry \(3\), got \[1, 0\.1\]"),
 ])
 def test_impossible_values_are_rejected_naming_the_key(opts, message):
     with pytest.raises(ConfigError, match=message) as e:

@@ -63,6 +63,34 @@ def test_cosine_schedule_with_warmup_per_iteration():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
 
 
+@pytest.mark.parametrize("warmup", [0.0, 1.5])
+def test_steps_with_relative_lrs_schedule_follows_pyslowfast(warmup):
+    """TimeSformer's recipe: lr x0.1 at epochs 11 and 14 (PySlowFast's STEPS / LRS), per iteration."""
+    cfg = _cfg("SOLVER.MAX_EPOCH", "15", "SOLVER.BASE_LR", "0.005", "SOLVER.LR_POLICY", "steps_with_relative_lrs",
+               "SOLVER.STEPS", "[0, 11, 14]", "SOLVER.LRS", "[1.0, 0.1, 0.01]", "SOLVER.WARMUP_EPOCHS", str(warmup),
+               "SOLVER.WARMUP_START_LR", "0.0")
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p], lr=cfg.SOLVER.BASE_LR)
+    sched = build_scheduler(cfg, opt, updates_per_epoch=10)
+    lrs = []
+    for step in range(150):
+        sched.step_update(step)
+        lrs.append(opt.param_groups[0]["lr"])
+    if warmup:  # linear from WARMUP_START_LR to the stepped lr at the end of the warm-up (PySlowFast)
+        assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.005 * 5 / 15) and lrs[15] == pytest.approx(0.005)
+    else:
+        assert lrs[0] == pytest.approx(0.005)
+    assert lrs[109] == pytest.approx(0.005) and lrs[110] == pytest.approx(0.0005)
+    assert lrs[139] == pytest.approx(0.0005) and lrs[140] == pytest.approx(0.00005) and lrs[149] == pytest.approx(0.00005)
+    # Resuming restores the schedule: a fresh scheduler loaded from the state dict gives the same lr.
+    state = sched.state_dict()
+    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=cfg.SOLVER.BASE_LR)
+    resumed = build_scheduler(cfg, opt2, updates_per_epoch=10)
+    resumed.load_state_dict(state)
+    resumed.step_update(120)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.0005)
+
+
 def test_losses_follow_mixup_and_smoothing():
     assert type(build_train_loss(_cfg(), mixup_enabled=True)).__name__ == "SoftTargetCrossEntropy"
     assert type(build_train_loss(_cfg(), mixup_enabled=False)).__name__ == "LabelSmoothingCrossEntropy"

@@ -168,8 +168,13 @@ _C.SOLVER.BASE_LR = 2e-4
 _C.SOLVER.WEIGHT_DECAY = 1e-4
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.MAX_EPOCH = 30
-# "cosine" (timm's CosineLRScheduler, per iteration).
+# "cosine" (timm's CosineLRScheduler, per iteration, to COSINE_END_LR) or "steps_with_relative_lrs"
+# (PySlowFast's: LRS[i] * BASE_LR from epoch STEPS[i] on).
 _C.SOLVER.LR_POLICY = "cosine"
+# steps_with_relative_lrs: epochs where each relative lr starts (first 0, increasing, < MAX_EPOCH) and the
+# relative lrs, e.g. STEPS [0, 11, 14], LRS [1, 0.1, 0.01] (TimeSformer's K400 recipe).
+_C.SOLVER.STEPS = []
+_C.SOLVER.LRS = []
 _C.SOLVER.WARMUP_EPOCHS = 2.0
 _C.SOLVER.WARMUP_START_LR = 1e-6
 _C.SOLVER.COSINE_END_LR = 1e-6

@@ -364,7 +364,7 @@ MIXED_PRECISION_CHOICES = ("none", "bf16", "fp16")
 DATASET_CHOICES = ("kinetics", "ssv2")
 SAMPLING_CHOICES = ("uniform", "dense")
 DECODER_CHOICES = ("decord", "pyav")
-LR_POLICY_CHOICES = ("cosine",)
+LR_POLICY_CHOICES = ("cosine", "steps_with_relative_lrs")
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 BACKEND_CHOICES = ("auto", "nccl", "gloo")
 TEMPORAL_INIT_CHOICES = ("zero", "copy")
@@ -504,6 +504,13 @@ def validate_config(
     check("SOLVER.MOMENTUM", 0.0 <= cfg.SOLVER.MOMENTUM < 1.0, "must be in [0, 1)")
     at_least("SOLVER.MAX_EPOCH", 1)
     choice("SOLVER.LR_POLICY", LR_POLICY_CHOICES)
+    if cfg.SOLVER.LR_POLICY == "steps_with_relative_lrs":
+        steps, lrs = list(cfg.SOLVER.STEPS), list(cfg.SOLVER.LRS)
+        check("SOLVER.STEPS", bool(steps) and steps[0] == 0 and all(b > a for a, b in zip(steps, steps[1:]))
+              and steps[-1] < cfg.SOLVER.MAX_EPOCH,
+              f"must start at 0 and increase strictly below SOLVER.MAX_EPOCH ({cfg.SOLVER.MAX_EPOCH})")
+        check("SOLVER.LRS", len(lrs) == len(steps) and all(r > 0 for r in lrs),
+              f"must give one positive relative lr per SOLVER.STEPS entry ({len(steps)})")
     try:
         from timm.optim import list_optimizers
 

@@ -5,17 +5,21 @@
   ``no_weight_decay()`` lists (relative-position tables, position/time embeddings, class/region
   tokens) and on every parameter of a normalisation module, whatever its shape: RegionViT's
   ``LayerNorm2d`` keeps (1, C, 1, 1) weights, which timm's 1-D rule alone would decay.
-- :func:`build_scheduler`: timm's ``CosineLRScheduler`` in optimizer updates (stepped per
-  iteration), with a linear warm-up from ``SOLVER.WARMUP_START_LR``.
+- :func:`build_scheduler`: ``SOLVER.LR_POLICY`` "cosine" (timm's ``CosineLRScheduler``) or
+  "steps_with_relative_lrs" (PySlowFast's step schedule, :class:`StepsWithRelativeLRs`, on timm's
+  ``Scheduler`` base), both in optimizer updates (stepped per iteration), with a linear warm-up from
+  ``SOLVER.WARMUP_START_LR``.
 - :func:`build_train_loss`: ``SoftTargetCrossEntropy`` with mixup/cutmix (the mixup builds the
   smoothed soft targets), ``LabelSmoothingCrossEntropy`` without mixup, plain cross-entropy when
   the smoothing is 0.
 """
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import logging
 import math
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -24,6 +28,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
+from timm.scheduler.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +85,57 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
     return optimizer
 
 
-def build_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> CosineLRScheduler:
-    """Cosine schedule over ``SOLVER.MAX_EPOCH`` epochs in optimizer updates, with linear warm-up.
+class StepsWithRelativeLRs(Scheduler):
+    """PySlowFast's ``steps_with_relative_lrs``: from update ``steps[i]`` on, the lr is ``lrs[i]`` times
+    the optimizer's base lr; a linear warm-up over the first ``warmup_t`` updates goes from
+    ``warmup_lr_init`` to the lr the steps give at ``warmup_t`` (PySlowFast's warm-up rule).
 
+    Args:
+        optimizer: its param groups' lr are the base lrs.
+        steps: update indices where each relative lr starts; ``steps[0]`` must be 0, strictly increasing.
+        lrs: relative lr per step, same length as ``steps``.
+        warmup_t: warm-up length in updates.
+        warmup_lr_init: lr at update 0 of the warm-up.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, steps: Sequence[int], lrs: Sequence[float], *,
+                 warmup_t: int = 0, warmup_lr_init: float = 0.0) -> None:
+        if len(steps) != len(lrs) or not steps or steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError(f"steps must start at 0, increase strictly and match lrs in length; got {list(steps)}, "
+                             f"{list(lrs)}")
+        super().__init__(optimizer, param_group_field="lr", t_in_epochs=False)
+        self.steps, self.lrs = [int(t) for t in steps], [float(r) for r in lrs]
+        self.warmup_t, self.warmup_lr_init = int(warmup_t), float(warmup_lr_init)
+        if self.warmup_t:
+            self.update_groups(self.warmup_lr_init)
+
+    def _stepped(self, t: int) -> list[float]:
+        scale = self.lrs[bisect.bisect_right(self.steps, t) - 1]
+        return [v * scale for v in self.base_values]
+
+    def _get_lr(self, t: int) -> list[float]:
+        if t < self.warmup_t:
+            return [self.warmup_lr_init + (end - self.warmup_lr_init) * t / self.warmup_t
+                    for end in self._stepped(self.warmup_t)]
+        return self._stepped(t)
+
+
+def build_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> Scheduler:
+    """The ``SOLVER.LR_POLICY`` schedule over ``SOLVER.MAX_EPOCH`` epochs in optimizer updates, with
+    linear warm-up over ``SOLVER.WARMUP_EPOCHS``.
+
+    "cosine": to ``SOLVER.COSINE_END_LR``. "steps_with_relative_lrs": ``SOLVER.LRS[i] * BASE_LR`` from
+    epoch ``SOLVER.STEPS[i]`` on (PySlowFast's keys and meaning; epochs may be fractional).
     Call ``scheduler.step_update(num_updates)`` after every optimizer step.
     """
     solver = cfg.SOLVER
     total = max(1, solver.MAX_EPOCH * updates_per_epoch)
     warmup = min(total, int(round(solver.WARMUP_EPOCHS * updates_per_epoch)))
+    if solver.LR_POLICY == "steps_with_relative_lrs":
+        return StepsWithRelativeLRs(optimizer, [int(round(e * updates_per_epoch)) for e in solver.STEPS],
+                                    solver.LRS, warmup_t=warmup, warmup_lr_init=solver.WARMUP_START_LR)
+    if solver.LR_POLICY != "cosine":
+        raise ValueError(f"SOLVER.LR_POLICY {solver.LR_POLICY!r} is not one of cosine, steps_with_relative_lrs")
     return CosineLRScheduler(
         optimizer,
         t_initial=total,

@@ -127,7 +127,8 @@ def equalize(video: torch.Tensor, **kwargs) -> torch.Tensor:
     safe = step.clamp(min=1)
     lut = torch.div(hist.cumsum(1) + torch.div(safe, 2, rounding_mode="floor"), safe, rounding_mode="floor")
     lut = F.pad(lut, [1, 0])[:, :-1].clamp_(0, 255)
-    lut = torch.where(step == 0, torch.arange(256), lut).to(torch.uint8)  # step 0: plane left unchanged
+    # step 0: the plane is left unchanged (identity LUT)
+    lut = torch.where(step == 0, torch.arange(256, device=lut.device), lut).to(torch.uint8)
     out = lut.gather(1, planes.long())
     return out.view(t, c, h, w)
 
@@ -144,7 +145,7 @@ def _fill_blend(img: torch.Tensor, mask: torch.Tensor, fill: Sequence[float]) ->
 
     ``img`` is the zero-padded bilinear resampling of the clip, ``mask`` that of an all-ones image.
     """
-    fill_t = torch.as_tensor(list(fill), dtype=torch.float32).view(1, -1, 1, 1)
+    fill_t = torch.as_tensor(list(fill), dtype=torch.float32, device=img.device).view(1, -1, 1, 1)
     img.mul_(mask).add_((1.0 - mask) * fill_t)
     return img.round_().to(torch.int32).to(torch.uint8)
 
@@ -155,16 +156,18 @@ def _affine(video: torch.Tensor, matrix: Sequence[float], fill: Sequence[float])
     One output grid and one fill mask (sampled once, as one channel) serve all frames.
     """
     t, c, h, w = video.shape
+    dev = video.device
     # torchvision's _gen_affine_grid: pixel centres in centred coordinates, mapped by the matrix and
     # normalised to [-1, 1] (align_corners=False); an outer sum instead of its (H*W, 3) x (3, 2) bmm.
-    rescaled = torch.tensor(matrix, dtype=torch.float32).view(2, 3).T / torch.tensor([0.5 * w, 0.5 * h])  # 3, 2
-    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w).view(1, w, 1)
-    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h).view(h, 1, 1)
+    half = torch.tensor([0.5 * w, 0.5 * h], device=dev)
+    rescaled = torch.tensor(matrix, dtype=torch.float32, device=dev).view(2, 3).T / half  # 3, 2
+    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=dev).view(1, w, 1)
+    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=dev).view(h, 1, 1)
     grid = (xs * rescaled[0] + ys * rescaled[1] + rescaled[2]).unsqueeze(0)  # 1, H, W, 2
     # Frames as the batch (a (1, T*C) layout reads T*C scattered planes per pixel: 2x slower).
     img = F.grid_sample(_float(video), grid.expand(t, h, w, 2), mode="bilinear", padding_mode="zeros",
                         align_corners=False)  # T, C, H, W
-    mask = F.grid_sample(torch.ones(1, 1, h, w), grid, mode="bilinear", padding_mode="zeros",
+    mask = F.grid_sample(torch.ones(1, 1, h, w, device=dev), grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False).view(1, 1, h, w)
     return _fill_blend(img, mask, fill)
 
@@ -178,7 +181,7 @@ def _translate(video: torch.Tensor, shift: float, dim: int, fill: Sequence[float
     k = math.floor(shift)
     frac = shift - k
     img = torch.zeros_like(x)
-    mask = torch.zeros(n)
+    mask = torch.zeros(n, device=x.device)
     for offset, weight in ((k, 1.0 - frac), (k + 1, frac)):
         lo, hi = max(0, -offset), min(n, n - offset)  # outputs whose source j + offset is inside
         if weight == 0.0 or lo >= hi:
@@ -194,7 +197,8 @@ def _shift_rows(video: torch.Tensor, shifts: torch.Tensor, fill: Sequence[float]
     it up to float rounding of the weights."""
     x = _float(video)
     t, c, h, w = x.shape
-    src = torch.arange(w, dtype=torch.float64) + shifts.view(h, 1).double()  # H, W source positions
+    cols = torch.arange(w, dtype=torch.float64, device=x.device)
+    src = cols + shifts.view(h, 1).to(x.device, torch.float64)  # H, W source positions
     left = src.floor()
     frac = (src - left).float()
     i0 = left.long()
@@ -217,7 +221,7 @@ def shear_x(video: torch.Tensor, factor: float, fill: Sequence[float] = (0, 0, 0
     """pytorchvideo's matrix [1, factor, H * factor / 2, 0, 1, 0]: row i moves by factor * (i + 0.5)."""
     _check(video)
     h = video.size(-2)
-    return _shift_rows(video, factor * (torch.arange(h, dtype=torch.float64) + 0.5), fill)
+    return _shift_rows(video, factor * (torch.arange(h, dtype=torch.float64, device=video.device) + 0.5), fill)
 
 
 def shear_y(video: torch.Tensor, factor: float, fill: Sequence[float] = (0, 0, 0), **kwargs) -> torch.Tensor:

@@ -114,13 +114,19 @@ def _fvcore_gflops(model, x) -> tuple[float, dict[str, float]]:
     return sum(by_op.values()), by_op
 
 
+def _eval_model(args: argparse.Namespace):
+    """The model in eval mode, whether it took ``img_size``, and a random input batch."""
+    import torch
+
+    model, took_img_size = _build(args.model, args)
+    return model.eval(), took_img_size, torch.randn(args.batch, 3, args.frames, args.size, args.size)
+
+
 def _worker_infer(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     base_mb = _rss_now_mb()
-    model, took_img_size = _build(args.model, args)
-    model.eval()
-    x = torch.randn(args.batch, 3, args.frames, args.size, args.size)
+    model, took_img_size, x = _eval_model(args)
     out: dict[str, Any] = dict(
         params=sum(p.numel() for p in model.parameters()),
         img_size_kwarg=took_img_size,
@@ -147,9 +153,7 @@ def _worker_fwd(args: argparse.Namespace) -> dict[str, Any]:
     """fp32 forward latency only (the extra interleaved rounds)."""
     import torch
 
-    model, _ = _build(args.model, args)
-    model.eval()
-    x = torch.randn(args.batch, 3, args.frames, args.size, args.size)
+    model, _, x = _eval_model(args)
     with torch.no_grad():
         return dict(fwd_s=_median_seconds(lambda: model(x), args.repeats, args.warmup))
 

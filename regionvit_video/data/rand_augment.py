@@ -58,17 +58,18 @@ def _grayscale(video: torch.Tensor) -> torch.Tensor:
     return (0.2989 * r + 0.587 * g + 0.114 * b).to(torch.uint8).unsqueeze(1)
 
 
-def _blend_with(video: torch.Tensor, other: torch.Tensor | float, ratio: float) -> torch.Tensor:
-    """``ratio * video + (1 - ratio) * other``, clamped and truncated to uint8 (torchvision's ``_blend``)."""
+def _blend_with(video: torch.Tensor, other: torch.Tensor | None, ratio: float) -> torch.Tensor:
+    """``ratio * video + (1 - ratio) * other`` (``other`` None: black), clamped and truncated to uint8
+    (torchvision's ``_blend``)."""
     x = _float(video).mul_(ratio)
-    if isinstance(other, torch.Tensor):
+    if other is not None:
         x.add_(other.float().mul_(1.0 - ratio))
     return _to_uint8(x)
 
 
 def adjust_brightness(video: torch.Tensor, factor: float, **kwargs) -> torch.Tensor:
     _check(video)
-    return _blend_with(video, 0.0, factor)
+    return _blend_with(video, None, factor)  # blend with black
 
 
 def adjust_contrast(video: torch.Tensor, factor: float, **kwargs) -> torch.Tensor:
@@ -147,7 +148,7 @@ def _fill_blend(img: torch.Tensor, mask: torch.Tensor, fill: Sequence[float]) ->
     """
     fill_t = torch.as_tensor(list(fill), dtype=torch.float32, device=img.device).view(1, -1, 1, 1)
     img.mul_(mask).add_((1.0 - mask) * fill_t)
-    return img.round_().to(torch.int32).to(torch.uint8)
+    return _to_uint8(img.round_())  # a convex blend of 0-255 values: the clamp changes nothing
 
 
 def _affine(video: torch.Tensor, matrix: Sequence[float], fill: Sequence[float]) -> torch.Tensor:

@@ -24,23 +24,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from pytorchvideo.transforms.functional import short_side_scale, uniform_crop
+from pytorchvideo.transforms.functional import uniform_crop
 from timm.data.random_erasing import RandomErasing
 
 from .rand_augment import VideoRandAugment
 
 
-def to_float_cthw(frames: torch.Tensor) -> torch.Tensor:
-    """(T, H, W, C) uint8 -> (C, T, H, W) float32 in [0, 1]."""
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected frames (T, H, W, 3), got {tuple(frames.shape)}")
-    return rearrange(frames, "t h w c -> c t h w").float().div_(255.0)
-
-
-def normalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Per-channel ``(x - mean) / std`` on (C, T, H, W) or (..., C, T, H, W), in place."""
-    m = torch.as_tensor(mean, dtype=video.dtype).view(-1, 1, 1, 1)
-    s = torch.as_tensor(std, dtype=video.dtype).view(-1, 1, 1, 1)
+def _normalize_uint8_scale_(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """In place on float (..., C, T, H, W) holding 0-255 values: ``(x / 255 - mean) / std`` per channel."""
+    m = torch.as_tensor(mean, dtype=video.dtype).view(-1, 1, 1, 1) * 255.0
+    s = torch.as_tensor(std, dtype=video.dtype).view(-1, 1, 1, 1) * 255.0
     return video.sub_(m).div_(s)
 
 
@@ -49,9 +42,7 @@ def uint8_to_normalized(clip: torch.Tensor, mean: Sequence[float], std: Sequence
     the layout change and the float conversion in one copy."""
     t, c, h, w = clip.shape
     video = torch.empty((c, t, h, w), dtype=torch.float32).copy_(rearrange(clip, "t c h w -> c t h w"))
-    m = torch.as_tensor(mean, dtype=video.dtype).view(-1, 1, 1, 1) * 255.0
-    s = torch.as_tensor(std, dtype=video.dtype).view(-1, 1, 1, 1) * 255.0
-    return video.sub_(m).div_(s)
+    return _normalize_uint8_scale_(video, mean, std)
 
 
 def _resize_uint8(clip: torch.Tensor, size: tuple[int, int], flip: bool = False) -> torch.Tensor:
@@ -76,13 +67,6 @@ def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
     if width < height:
         return int(math.floor(height / width * size)), size
     return size, int(math.floor(width / height * size))
-
-
-def scale_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize of float (C, T, H, W) so the short side is ``size`` (tiny videos are upscaled)."""
-    if min(video.shape[-2:]) == size:
-        return video
-    return short_side_scale(video, size)
 
 
 class TrainTransform:
@@ -174,7 +158,4 @@ def eval_views(frames: torch.Tensor, *, scale: int, crop_size: int, num_crops: i
     video = rearrange(clip, "t c h w -> c t h w")  # C, T, H, W uint8
     spatial = (1,) if num_crops == 1 else (0, 1, 2)
     crops = torch.stack([uniform_crop(video, crop_size, i) for i in spatial])  # V, C, T, S, S uint8
-    crops = crops.float()
-    m = torch.as_tensor(mean, dtype=crops.dtype).view(-1, 1, 1, 1) * 255.0
-    sd = torch.as_tensor(std, dtype=crops.dtype).view(-1, 1, 1, 1) * 255.0
-    return crops.sub_(m).div_(sd)
+    return _normalize_uint8_scale_(crops.float(), mean, std)

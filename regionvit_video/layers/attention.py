@@ -144,5 +144,5 @@ class RelPosAttention(nn.Module):
                 attn = attn.masked_fill(~mask[:, None], torch.finfo(attn.dtype).min).view(Bp, self.num_heads, N, N)
             out = torch.einsum("bhnm,bhmd->bhnd", self.attn_drop(attn.softmax(dim=-1)), v)
 
-        out = out.reshape(Bp, self.num_heads, N, self.head_dim).transpose(1, 2).reshape(Bp, N, C)
+        out = out.transpose(1, 2).reshape(Bp, N, C)  # B', heads, N, head_dim -> B', N, C
         return self.proj_drop(self.proj(out))

@@ -70,7 +70,7 @@ def test_identity_magnitudes_and_channels_last_input():
     assert torch.equal(UINT8_OPS["ShearX"](clip, 0.0, fill=FILL), clip)
     # Clips may arrive channels-last (a view of decoded (T, H, W, C) frames): same results.
     cl = clip.contiguous(memory_format=torch.channels_last)
-    for name in ("AdjustSharpness", "Equalize", "Rotate", "ShearX", "TranslateY", "AdjustSaturation"):
+    for name in ("AdjustSharpness", "Equalize", "Rotate", "ShearX", "ShearY", "TranslateY", "AdjustSaturation"):
         args = () if name == "Equalize" else (0.7 if name != "Rotate" else 12.0,)
         assert torch.equal(UINT8_OPS[name](cl, *args, fill=FILL), UINT8_OPS[name](clip, *args, fill=FILL)), name
 

@@ -55,7 +55,7 @@ def _float(video: torch.Tensor) -> torch.Tensor:
 def _grayscale(video: torch.Tensor) -> torch.Tensor:
     """torchvision's ``rgb_to_grayscale`` on uint8: (T, 3, H, W) -> (T, 1, H, W) uint8, truncated."""
     r, g, b = video.unbind(1)
-    return (0.2989 * r + 0.587 * g + 0.114 * b).to(torch.uint8).unsqueeze(1)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).to(torch.int32).to(torch.uint8).unsqueeze(1)  # see _to_uint8
 
 
 def _blend_with(video: torch.Tensor, other: torch.Tensor | None, ratio: float) -> torch.Tensor:
@@ -96,13 +96,20 @@ def adjust_sharpness(video: torch.Tensor, factor: float, **kwargs) -> torch.Tens
     # depthwise conv2d torchvision runs, and avg_pool2d, are far slower on CPU). The integer sums
     # are exact and a multiple of 1/13 is never within float error of .5, so the rounded blur
     # equals torchvision's.
-    rows = x[..., :-2] + x[..., 1:-1] + x[..., 2:]  # T, C, H, W-2
-    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]  # T, C, H-2, W-2
+    rows = x[..., :-2] + x[..., 1:-1]
+    rows += x[..., 2:]  # T, C, H, W-2
+    box = rows[..., :-2, :] + rows[..., 1:-1, :]
+    box += rows[..., 2:, :]  # T, C, H-2, W-2
     blur = box.add_(x[..., 1:-1, 1:-1], alpha=4.0).div_(13.0).round_()
-    degenerate = x.clone()
-    degenerate[..., 1:-1, 1:-1] = blur
-    x.mul_(factor).add_(degenerate.mul_(1.0 - factor))
-    return _to_uint8(x)
+    # factor * x + (1 - factor) * degenerate, where degenerate is the blur inside and x on the
+    # 1-pixel border: both products rounded before the sum, as torchvision's _blend.
+    out = x * factor
+    out[..., 1:-1, 1:-1] += blur.mul_(1.0 - factor)
+    out[..., 0, :] += x[..., 0, :] * (1.0 - factor)
+    out[..., -1, :] += x[..., -1, :] * (1.0 - factor)
+    out[..., 1:-1, 0] += x[..., 1:-1, 0] * (1.0 - factor)
+    out[..., 1:-1, -1] += x[..., 1:-1, -1] * (1.0 - factor)
+    return _to_uint8(out)
 
 
 def autocontrast(video: torch.Tensor, **kwargs) -> torch.Tensor:

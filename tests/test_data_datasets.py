@@ -11,8 +11,8 @@ import torch
 
 from hostile_corpus import GOOD_CASES, make_hostile_videos
 from regionvit_video.config.defaults import get_cfg
-from regionvit_video.data import (DatasetFormatError, ResumableSampler, append_bad_video, build_dataset,
-                                  build_loader, collate_videos, read_kinetics_csv)
+from regionvit_video.data import (DatasetFormatError, ResumableSampler, append_bad_video, build_batch_transform,
+                                  build_dataset, build_loader, collate_videos, read_kinetics_csv)
 from regionvit_video.data.testing import make_kinetics_folder, make_ssv2_folder
 
 
@@ -79,7 +79,8 @@ def test_train_val_test_samples_follow_the_contract(kinetics):
     cfg = tiny_cfg(kinetics, TEST__NUM_ENSEMBLE_VIEWS=2, TEST__NUM_SPATIAL_CROPS=3)
     train = build_dataset(cfg, "train")
     s = train[(3, 0)]
-    assert s["video"].shape == (3, 4, 32, 32) and s["video"].dtype == torch.float32
+    # DATA_LOADER.NORMALIZE_ON_DEVICE (default): augmented uint8, normalised and erased on the device.
+    assert s["video"].shape == (3, 4, 32, 32) and s["video"].dtype == torch.uint8
     assert (s["label"], s["index"], s["num_failures"]) == (1, 3, 0) and s["path"].endswith("video_001.mp4")
     assert train.class_names == ["class 00", "class 01", "class 02"]
     # An item is a function of (seed, epoch, index): same key -> same clip, new epoch -> new clip.
@@ -95,6 +96,35 @@ def test_train_val_test_samples_follow_the_contract(kinetics):
     t = test[2]
     assert t["video"].shape == (6, 3, 4, 32, 32) and "error" not in t and t["label"] == 1
     assert test.num_views == 6
+
+
+def test_batch_transform_finishes_the_training_clip_the_workers_would_have_finished(kinetics):
+    """NORMALIZE_ON_DEVICE: uint8 clips from the workers + build_batch_transform on the batch give the
+    clips that NORMALIZE_ON_DEVICE False makes in the workers (bit for bit without erasing; with
+    erasing, one box per clip shared by its frames, filled with noise)."""
+    plain = tiny_cfg(kinetics, DATA_LOADER__NORMALIZE_ON_DEVICE=False, AUG__RE_PROB=0.0)
+    assert build_batch_transform(plain) is None
+    ref = build_dataset(plain, "train")
+    on_device = tiny_cfg(kinetics, AUG__RE_PROB=0.0)
+    ds = build_dataset(on_device, "train")
+    keys = [(3, 0), (0, 1), (5, 2)]
+    batch = torch.stack([ds[k]["video"] for k in keys])  # B, C, T, H, W uint8
+    assert batch.dtype == torch.uint8
+    out = build_batch_transform(on_device)(batch)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, torch.stack([ref[k]["video"] for k in keys]))
+
+    erase = build_batch_transform(tiny_cfg(kinetics, AUG__RE_PROB=1.0))
+    torch.manual_seed(0)
+    erased = erase(batch)
+    changed = erased != out  # B, C, T, H, W
+    for b in range(len(keys)):
+        box = changed[b].any(dim=(0, 1))  # H, W: pixels erased in some frame and channel
+        assert box.any()
+        # the same pixels in every frame and channel (a noise value can equal the pixel: ~never)
+        assert torch.equal(changed[b], box.expand_as(changed[b]))
+    with pytest.raises(ValueError, match="uint8"):
+        erase(out)
 
 
 def test_val_view_is_the_centre_crop_of_the_single_clip_test(kinetics):

@@ -6,7 +6,7 @@ import torch
 from regionvit_video.config.defaults import get_cfg
 from regionvit_video.data.mixup import VideoMixup, build_mixup
 from regionvit_video.data.sampling import clip_indices, dense_indices, uniform_indices
-from regionvit_video.data.transforms import TrainTransform, eval_views
+from regionvit_video.data.transforms import BatchNormalize, TrainTransform, eval_views
 
 MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
@@ -105,6 +105,19 @@ def test_random_erasing_uses_one_box_for_all_frames():
     assert changed.any() and not changed.all()
     for t in range(1, 5):
         assert torch.equal(changed[t], changed[0])
+
+
+def test_train_transform_without_normalisation_gives_the_uint8_clip():
+    frames = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (4, 40, 60, 3), dtype=np.uint8))
+    kw = dict(jitter_scales=(36, 44), crop_size=32, rand_augment=True, re_prob=0.0, mean=MEAN, std=STD)
+    torch.manual_seed(5)
+    raw = TrainTransform(normalize=False, **kw)(frames)
+    assert raw.shape == (3, 4, 32, 32) and raw.dtype == torch.uint8 and raw.is_contiguous()
+    torch.manual_seed(5)
+    ref = TrainTransform(**kw)(frames)  # the same draws, normalised in the transform
+    assert torch.equal(BatchNormalize(MEAN, STD, re_prob=0.0)(raw[None])[0], ref)
+    with pytest.raises(ValueError, match="re_prob=0"):
+        TrainTransform(normalize=False, jitter_scales=(36, 44), crop_size=32, re_prob=0.25)
 
 
 def test_train_transform_flip_and_jitter_scales():

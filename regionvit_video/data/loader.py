@@ -26,6 +26,9 @@ Contract with the engine:
     (every sample carries its position in the list). Nothing is lost: all items appear at least
     once.
 
+- ``build_batch_transform(cfg)``: with ``DATA_LOADER.NORMALIZE_ON_DEVICE`` (the default) training
+  clips leave the loading processes as augmented uint8; apply this to each training batch on its
+  device (normalisation, random erasing) before mixup and the model. None otherwise.
 - ``collate_videos(samples)``: see its docstring.
 - ``raise_hung_decode(error, bad_videos_path)``: call it on any ``RuntimeError`` caught around the
   code that iterates a loader (torch raises a dead worker's error anywhere in the main thread,
@@ -48,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from regionvit_video.data.datasets import (DATASETS_DIR, VideoDataset, append_bad_video, load_class_names,
                                            read_kinetics_csv, read_ssv2_labels, read_ssv2_split)
 from regionvit_video.data.decoder import hard_bound_timeout
-from regionvit_video.data.transforms import TrainTransform
+from regionvit_video.data.transforms import BatchNormalize, TrainTransform
 from regionvit_video.utils.malloc import retain_freed_memory
 
 logger = logging.getLogger(__name__)
@@ -112,10 +115,12 @@ def build_dataset(cfg, split: Split, *, bad_videos_path: str | None = None) -> V
 
     train_transform = None
     if split == "train":
+        on_device = cfg.DATA_LOADER.NORMALIZE_ON_DEVICE  # then build_batch_transform(cfg) finishes the clip
         train_transform = TrainTransform(
             jitter_scales=d.TRAIN_JITTER_SCALES, crop_size=d.TRAIN_CROP_SIZE, random_flip=random_flip,
             rand_augment=cfg.AUG.RAND_AUGMENT, ra_magnitude=cfg.AUG.RA_MAGNITUDE,
-            ra_num_layers=cfg.AUG.RA_NUM_LAYERS, re_prob=cfg.AUG.RE_PROB, mean=d.MEAN, std=d.STD)
+            ra_num_layers=cfg.AUG.RA_NUM_LAYERS, re_prob=0.0 if on_device else cfg.AUG.RE_PROB, mean=d.MEAN,
+            std=d.STD, normalize=not on_device)
     dataset = VideoDataset(
         records, mode=split, num_frames=d.NUM_FRAMES, sampling=d.SAMPLING, sampling_rate=d.SAMPLING_RATE,
         target_fps=d.TARGET_FPS, train_transform=train_transform, test_scale=d.TEST_SCALE,
@@ -127,13 +132,23 @@ def build_dataset(cfg, split: Split, *, bad_videos_path: str | None = None) -> V
     return dataset
 
 
+def build_batch_transform(cfg) -> BatchNormalize | None:
+    """What the engine applies to a training batch on its device before the model (and mixup):
+    normalisation and random erasing when ``DATA_LOADER.NORMALIZE_ON_DEVICE`` (the training
+    dataset then yields uint8 clips), else None (the dataset's clips are already normalised)."""
+    if not cfg.DATA_LOADER.NORMALIZE_ON_DEVICE:
+        return None
+    return BatchNormalize(mean=cfg.DATA.MEAN, std=cfg.DATA.STD, re_prob=cfg.AUG.RE_PROB)
+
+
 # ---------------------------------------------------------------------------------------------- #
 # Batches
 # ---------------------------------------------------------------------------------------------- #
 def collate_videos(samples: list[dict]) -> dict:
     """Stack samples into a batch.
 
-    train / val batches: ``video`` (B, C, T, H, W) float, ``label`` (B,) long, ``index`` (B,) long,
+    train / val batches: ``video`` (B, C, T, H, W) float (train: uint8 with
+    ``DATA_LOADER.NORMALIZE_ON_DEVICE``, see :func:`build_batch_transform`), ``label`` (B,) long, ``index`` (B,) long,
     ``path`` list[str], ``num_failures`` (B,) long, ``failed`` (see below; always empty for train,
     whose failed videos are replaced).
 

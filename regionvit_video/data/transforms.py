@@ -1,7 +1,8 @@
 """Spatial transforms for clips: training augmentation, the single val view and the test views.
 
 Input is what the decoder gives, ``(T, H, W, 3)`` uint8 RGB; outputs are normalised float
-``(C, T, H, W)`` clips. Resizing, cropping, flipping and RandAugment run on uint8 (torch's uint8
+``(C, T, H, W)`` clips, or, for training with ``DATA_LOADER.NORMALIZE_ON_DEVICE``, augmented uint8
+clips that :class:`BatchNormalize` normalises and erases batch by batch on the training device. Resizing, cropping, flipping and RandAugment run on uint8 (torch's uint8
 bilinear kernel is several times faster than float, and only the final crop is converted), so the
 transforms stay cheap next to decoding (benchmarks/bench_loader.py). All randomness uses the global torch / python RNGs, which the dataset
 seeds per sample (so a clip is a function of seed, epoch and index only).
@@ -32,8 +33,8 @@ from .rand_augment import VideoRandAugment
 
 def _normalize_uint8_scale_(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """In place on float (..., C, T, H, W) holding 0-255 values: ``(x / 255 - mean) / std`` per channel."""
-    m = torch.as_tensor(mean, dtype=video.dtype).view(-1, 1, 1, 1) * 255.0
-    s = torch.as_tensor(std, dtype=video.dtype).view(-1, 1, 1, 1) * 255.0
+    m = torch.as_tensor(mean, dtype=video.dtype, device=video.device).view(-1, 1, 1, 1) * 255.0
+    s = torch.as_tensor(std, dtype=video.dtype, device=video.device).view(-1, 1, 1, 1) * 255.0
     return video.sub_(m).div_(s)
 
 
@@ -89,15 +90,23 @@ class TrainTransform:
         re_prob: random erasing probability (0: off).
         mean: per-channel mean.
         std: per-channel std.
+        normalize: True: return the normalised (and erased) float clip. False: return the augmented
+            uint8 clip, (C, T, H, W), and leave normalisation and random erasing to
+            :class:`BatchNormalize` on the training device (then ``re_prob`` must be 0 here).
     """
 
     def __init__(self, *, jitter_scales: Sequence[int] = (256, 320), crop_size: int = 224, random_flip: bool = True,
                  rand_augment: bool = True, ra_magnitude: int = 9, ra_num_layers: int = 2, re_prob: float = 0.25,
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 normalize: bool = True):
         lo, hi = int(jitter_scales[0]), int(jitter_scales[1])
         if not crop_size <= lo <= hi:
             raise ValueError(f"DATA.TRAIN_JITTER_SCALES {list(jitter_scales)} must satisfy "
                              f"TRAIN_CROP_SIZE ({crop_size}) <= min <= max")
+        if not normalize and re_prob > 0:
+            raise ValueError("random erasing works on the normalised clip: with normalize=False pass re_prob=0 "
+                             "and give it to BatchNormalize")
+        self.normalize = normalize
         self.jitter_scales = (lo, hi)
         self.crop_size = int(crop_size)
         self.random_flip = random_flip
@@ -128,11 +137,52 @@ class TrainTransform:
         if self.rand_augment is not None:
             # (T, C, H, W): one draw of ops and magnitudes per clip.
             clip = self.rand_augment(clip)
+        if not self.normalize:
+            return rearrange(clip, "t c h w -> c t h w").contiguous()  # C, T, S, S uint8
         video = uint8_to_normalized(clip, self.mean, self.std)  # C, T, S, S
         if self.random_erasing is not None:
             c, t, hh, ww = video.shape
             video = self.random_erasing(video.reshape(c * t, hh, ww)).reshape(c, t, hh, ww)
         return video
+
+
+class BatchNormalize:
+    """Normalisation and random erasing of a batch of uint8 training clips, on the batch's device.
+
+    The second half of :class:`TrainTransform` when ``DATA_LOADER.NORMALIZE_ON_DEVICE`` is on (timm's
+    ``PrefetchLoader`` splits image training the same way): the loading processes send augmented
+    uint8 clips, a quarter of the bytes of float ones through worker shared memory, pinned memory
+    and the host-to-device copy, and skip the two most memory-bound steps of the transform; the
+    batch is normalised and erased where the model runs. Same results per clip as
+    ``TrainTransform(normalize=True)``: ``(x / 255 - mean) / std`` per channel, then timm's
+    ``RandomErasing`` (pixel mode) with one rectangle per clip shared by all its frames. Erasing
+    draws from the training process's python and torch generators (saved in checkpoints, like
+    those mixup draws from), not from the per-clip seeds of the loading processes.
+
+    Args:
+        mean: per-channel mean.
+        std: per-channel std.
+        re_prob: random erasing probability per clip (0: off).
+    """
+
+    def __init__(self, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 re_prob: float = 0.25):
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.re_prob = float(re_prob)
+        self._erasing: dict[str, RandomErasing] = {}  # per device: timm draws the noise on its own device
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) uint8 -> normalised, erased (B, C, T, H, W) float32 on the same device."""
+        if video.dtype != torch.uint8 or video.ndim != 5:
+            raise ValueError(f"expected a (B, C, T, H, W) uint8 batch, got {tuple(video.shape)} {video.dtype}")
+        x = _normalize_uint8_scale_(video.to(torch.float32), self.mean, self.std)
+        if self.re_prob > 0:
+            key = str(video.device)
+            if key not in self._erasing:
+                self._erasing[key] = RandomErasing(probability=self.re_prob, mode="pixel", max_count=1, device=key)
+            b, c, t, h, w = x.shape
+            self._erasing[key](x.view(b, c * t, h, w))  # each clip a (C*T, H, W) image: one box for all frames
+        return x
 
 
 def eval_views(frames: torch.Tensor, *, scale: int, crop_size: int, num_crops: int,

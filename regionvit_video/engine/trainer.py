@@ -178,7 +178,7 @@ def train(
         DecodeTimeout: a DataLoader worker was ended by the decode hard bound (the video is named and
             appended to ``OUTPUT_DIR/bad_videos.txt``; see :mod:`regionvit_video.data.decoder`).
     """
-    from regionvit_video.data import build_loader, build_mixup, raise_hung_decode
+    from regionvit_video.data import build_batch_transform, build_loader, build_mixup, raise_hung_decode
     from regionvit_video.models import load_pretrained
 
     di = dist_info or DistInfo(device=resolve_device(cfg.DEVICE))
@@ -230,6 +230,7 @@ def train(
     upe = updates_per_epoch(iters, accum)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, upe)
+    batch_transform = build_batch_transform(cfg)  # None when the workers already normalise
     mixup = build_mixup(cfg)
     criterion = build_train_loss(cfg, mixup is not None)
     use_amp = amp_enabled(device, cfg.TRAIN.MIXED_PRECISION)
@@ -361,6 +362,8 @@ def train(
             for it, batch in enumerate(data_iter, start=si):
                 data_time += time.perf_counter() - t_data
                 video = batch["video"].to(device, non_blocking=True)
+                if batch_transform is not None:
+                    video = batch_transform(video)  # uint8 -> normalised, erased float; B, C, T, H, W
                 label = batch["label"].to(device, non_blocking=True)
                 bsz = label.shape[0]
                 target = label

@@ -3,16 +3,20 @@
 
 Writes 10 s H.264 clips (340x256 and 1280x720, 30 fps) to a temp dir with ``write_video`` and
 uses the real clip tests/data/realshort.mp4, then prints one table (clips/s, median over
-``--repeats`` runs) with, per clip:
+``--repeats`` rounds, each averaging several clips: see ``rates``) with, per clip:
 
 - ``decode``: decord ``get_batch`` of the training indices only (open, decode, close);
-- ``train``: the full training item (decode + scale jitter, crop, flip, RandAugment, erasing, normalise);
+- ``train``: the training item a loading process makes (decode + scale jitter, crop, flip,
+  RandAugment: with DATA_LOADER.NORMALIZE_ON_DEVICE, the default, normalisation and random
+  erasing are left to the batch on the training device);
+- ``train+batch``: that plus the batch step (normalisation, random erasing) run on the CPU, what
+  a CPU-only training pays per clip;
 - ``test``: the full test item (all NUM_ENSEMBLE_VIEWS x NUM_SPATIAL_CROPS views);
 - ``decode_all``: pytorchvideo's ``EncodedVideo`` (PyAV) path: decode every frame in order, then
   ``UniformTemporalSubsample``;
 
-(timed in turn, round after round, so load changes on a shared machine hit all alike) and the
-ratios the pipeline targets: train >= 0.8x decode, train >= 5x decode_all on 10 s clips.
+(timed in turn, round after round, so load changes on a shared machine hit all alike; each clip in
+a fresh process) and the ratios the pipeline targets: train >= 0.8x decode, train >= 5x decode_all on 10 s clips.
 A second table gives DataLoader throughput of the training pipeline with 1 and 2 workers.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_loader.py              # full run
@@ -24,6 +28,8 @@ in-process rows keep freed memory for reuse; ``--no-retain-memory`` measures gli
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -37,7 +43,7 @@ import torch
 
 import regionvit_video  # noqa: F401  (pytorchvideo import shim)
 from regionvit_video.config.defaults import get_cfg
-from regionvit_video.data import build_dataset, build_loader
+from regionvit_video.data import build_batch_transform, build_dataset, build_loader
 from regionvit_video.data.decoder import read_frames
 from regionvit_video.data.sampling import uniform_indices
 from regionvit_video.data.video_writer import write_video
@@ -57,20 +63,74 @@ def make_clip(path: Path, seconds: float, width: int, height: int, fps: int = 30
     write_video(path, frames, fps=fps, options={"crf": "23", "preset": "veryfast"})
 
 
-def rates(fns: dict, repeats: int) -> dict:
+def rates(fns: dict, repeats: int, round_seconds: float = 0.3) -> dict:
     """Median clips/s of each function over ``repeats`` rounds (after one warm-up round).
 
-    The functions are timed in turn within each round, so a change in machine load (the
-    machine may be shared) hits all of them alike and the ratios stay meaningful.
+    In each round every function runs ``k`` times in a row (``k`` set in the warm-up so that a
+    run of it takes about ``round_seconds``: the random augmentations of the training clip are
+    averaged within a round, not left to the median of single clips), and the functions take
+    turns, so a change in machine load (the machine may be shared) hits all of them alike and the
+    ratios stay meaningful.
     """
-    times = {k: [] for k in fns}
-    for r in range(repeats + 1):
+    reps, times = {}, {k: [] for k in fns}
+    for k, fn in fns.items():  # warm-up, and how many calls make a round
+        t0 = time.perf_counter()
+        fn()
+        reps[k] = max(1, min(50, round(round_seconds / max(time.perf_counter() - t0, 1e-6))))
+    for _ in range(repeats):
         for k, fn in fns.items():
             t0 = time.perf_counter()
-            fn()
-            if r:
-                times[k].append(time.perf_counter() - t0)
+            for _ in range(reps[k]):
+                fn()
+            times[k].append((time.perf_counter() - t0) / reps[k])
     return {k: 1.0 / statistics.median(v) for k, v in times.items()}
+
+
+def measure_row(path: str, repeats: int, retain_memory: bool) -> dict:
+    """The rates of one clip's row (run in a fresh process by ``main``)."""
+    from pytorchvideo.data.encoded_video import EncodedVideo
+    from pytorchvideo.transforms import UniformTemporalSubsample
+
+    torch.set_num_threads(1)
+    cfg = get_cfg()  # paper settings: 8 frames uniform, 256-320 jitter, 224 crops, 1 x 3 test views
+    cfg.merge_from_list(["MODEL.NUM_CLASSES", 1, "DATA_LOADER.RETAIN_FREED_MEMORY", retain_memory])
+    if cfg.DATA_LOADER.RETAIN_FREED_MEMORY:
+        retain_freed_memory()  # as in each loading process (regionvit_video/data/loader.py)
+    row_dir = Path(tempfile.mkdtemp(prefix="bench_loader_row_"))
+    for split in ("train", "val", "test"):
+        (row_dir / f"{split}.csv").write_text(f"{path} 0\n")
+    cfg.DATA.PATH_TO_DATA_DIR = str(row_dir)
+    train_ds, test_ds = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    batch_transform = build_batch_transform(cfg)  # DATA_LOADER.NORMALIZE_ON_DEVICE: the device's part
+    rng = np.random.default_rng(0)
+    epoch = iter(range(10**6))
+
+    def decode_only():
+        read_frames(path, lambda n, fps: uniform_indices(n, cfg.DATA.NUM_FRAMES, train=True, rng=rng), "decord",
+                    num_threads=cfg.DATA.DECODE_THREADS)
+
+    def train_item():
+        train_ds[(0, next(epoch))]
+
+    def train_item_and_batch_step():  # + normalisation and random erasing, here on the CPU
+        video = train_ds[(0, next(epoch))]["video"][None]
+        if batch_transform is not None:
+            batch_transform(video)
+
+    def test_item():
+        assert test_ds[0]["video"] is not None
+
+    def decode_all():
+        video = EncodedVideo.from_path(path, decoder="pyav", decode_audio=False)
+        clip = video.get_clip(0, video.duration)["video"]  # C, T, H, W: every frame
+        UniformTemporalSubsample(cfg.DATA.NUM_FRAMES)(clip)
+        video.close()
+
+    try:
+        return rates({"decode": decode_only, "train": train_item, "train_cpu": train_item_and_batch_step,
+                      "test": test_item, "decode_all": decode_all}, repeats)
+    finally:
+        shutil.rmtree(row_dir, ignore_errors=True)
 
 
 def main(argv=None) -> int:
@@ -92,58 +152,40 @@ def main(argv=None) -> int:
     if cfg.DATA_LOADER.RETAIN_FREED_MEMORY:
         retain_freed_memory()  # as in each loading process (regionvit_video/data/loader.py)
     tmp = Path(tempfile.mkdtemp(prefix="bench_loader_"))
-    clips = {}
+    # Smallest first: the 1280x720 row's decode-everything path allocates gigabytes, and right after
+    # it the next process measured the real clip's decode 10% faster but its training item not
+    # (0.74x instead of 0.83x), whatever the kernel was doing with that memory.
+    clips = {"realshort 320x240 1.2s": REAL}
     t0 = time.perf_counter()
     for name, (w, h) in {"340x256": (340, 256), "1280x720": (1280, 720)}.items():
         clips[f"{name} {seconds:g}s"] = tmp / f"{name}.mp4"
         make_clip(clips[f"{name} {seconds:g}s"], seconds, w, h)
-    clips["realshort 320x240 1.2s"] = REAL
     print(f"wrote clips in {time.perf_counter() - t0:.1f} s to {tmp}", file=sys.stderr)
 
     csv = tmp / "train.csv"
-    csv.write_text("".join(f"{path} 0\n" for path in clips.values()))
-    for split in ("val", "test"):
-        (tmp / f"{split}.csv").write_text(csv.read_text())
     cfg.merge_from_list(["DATA.PATH_TO_DATA_DIR", str(tmp), "MODEL.NUM_CLASSES", 1, "DATA_LOADER.PIN_MEMORY", False])
-    train_ds, test_ds = build_dataset(cfg, "train"), build_dataset(cfg, "test")
-
-    from pytorchvideo.data.encoded_video import EncodedVideo
-    from pytorchvideo.transforms import UniformTemporalSubsample
-
+    # Each row in a fresh process: what one clip leaves behind (the 1280x720 decode-everything path
+    # holds gigabytes of float frames) must not slow the next row's allocations.
     rows = []
-    for i, (name, path) in enumerate(clips.items()):
-        rng = np.random.default_rng(0)
-
-        def decode_only():
-            read_frames(path, lambda n, fps: uniform_indices(n, cfg.DATA.NUM_FRAMES, train=True, rng=rng), "decord",
-                        num_threads=cfg.DATA.DECODE_THREADS)
-
-        epoch = iter(range(10**6))
-
-        def train_item():
-            train_ds[(i, next(epoch))]
-
-        def test_item():
-            assert test_ds[i]["video"] is not None
-
-        def decode_all():
-            video = EncodedVideo.from_path(str(path), decoder="pyav", decode_audio=False)
-            clip = video.get_clip(0, video.duration)["video"]  # C, T, H, W: every frame
-            UniformTemporalSubsample(cfg.DATA.NUM_FRAMES)(clip)
-            video.close()
-
-        r = rates({"decode": decode_only, "train": train_item, "test": test_item, "decode_all": decode_all}, repeats)
-        rows.append((name, r))
+    spawn = multiprocessing.get_context("spawn")
+    for name, path in clips.items():
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            rows.append((name, pool.submit(measure_row, str(path), repeats, not a.no_retain_memory).result()))
 
     views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
     print(f"\nclips/s, 1 process, 1 thread, {cfg.DATA.NUM_FRAMES} frames, uniform sampling, train 224 crops, "
-          f"test {views} views, median of {repeats}, RETAIN_FREED_MEMORY {cfg.DATA_LOADER.RETAIN_FREED_MEMORY}")
-    head = f"{'clip':<24}{'decode':>9}{'train':>9}{'test':>9}{'decode_all':>12}{'train/decode':>14}{'train/dec_all':>15}"
+          f"test {views} views, median of {repeats} rounds, RETAIN_FREED_MEMORY {cfg.DATA_LOADER.RETAIN_FREED_MEMORY}")
+    print("train: what a loading process does per training clip (decode, scale jitter, crop, flip, RandAugment);"
+          "\ntrain+batch: that plus the batch step (normalisation, random erasing) run here on the CPU, which "
+          "\nDATA_LOADER.NORMALIZE_ON_DEVICE leaves to the training device")
+    head = (f"{'clip':<24}{'decode':>9}{'train':>9}{'train+batch':>13}{'test':>9}{'decode_all':>12}"
+            f"{'train/decode':>14}{'train+batch/dec':>17}{'train/dec_all':>15}")
     print(head)
     print("-" * len(head))
     for name, r in rows:
-        print(f"{name:<24}{r['decode']:>9.2f}{r['train']:>9.2f}{r['test']:>9.2f}{r['decode_all']:>12.2f}"
-              f"{r['train'] / r['decode']:>13.2f}x{r['train'] / r['decode_all']:>14.2f}x")
+        print(f"{name:<24}{r['decode']:>9.2f}{r['train']:>9.2f}{r['train_cpu']:>13.2f}{r['test']:>9.2f}"
+              f"{r['decode_all']:>12.2f}{r['train'] / r['decode']:>13.2f}x{r['train_cpu'] / r['decode']:>16.2f}x"
+              f"{r['train'] / r['decode_all']:>14.2f}x")
 
     # DataLoader scaling: the training pipeline on copies of the 340x256 clip.
     small = clips[f"340x256 {seconds:g}s"]

@@ -223,3 +223,25 @@ def test_no_weights_is_an_error(setup, tmp_path):
     cfg = _cfg(setup["root"], tmp_path / "out", inp=setup["videos"])
     with pytest.raises(NoCheckpointError, match="MODEL.PRETRAINED"):
         F.run_feature_extraction(cfg)
+
+
+@pytest.mark.parametrize("mode,workers", [("video", 0), ("clips", 0), ("video", 1)])
+def test_feature_loaders_apply_retain_freed_memory(setup, tmp_path, monkeypatch, mode, workers):
+    """DATA_LOADER.RETAIN_FREED_MEMORY reaches the processes that load feature clips: the main
+    process with no workers, each worker otherwise (through the loader's worker_init_fn)."""
+    import regionvit_video.data.loader as loader_mod
+
+    calls = []
+    monkeypatch.setattr(loader_mod, "retain_freed_memory", lambda: calls.append(os.getpid()) or True)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(REALSHORT, folder / "clip.mp4")
+    inits = []
+    real_init = loader_mod.loading_worker_init
+    monkeypatch.setattr(F, "loading_worker_init", lambda cfg, n: inits.append(n) or real_init(cfg, n))
+    cfg = _cfg(setup["root"], tmp_path / "out", "FEATURES.MODE", mode, "FEATURES.WINDOW", "8",
+               "DATA_LOADER.NUM_WORKERS", str(workers), inp=folder, ckpt=setup["ckpt"])
+    assert F.run_feature_extraction(cfg)["num_extracted"] == 1
+    assert inits == [workers]
+    # With a worker, the call happens in the worker, on its own copy of `calls`; without, here.
+    assert calls == ([os.getpid()] if workers == 0 else [])

@@ -252,17 +252,24 @@ def build_loader(cfg, split: Split, *, bad_videos_path: str | None = None, distr
                                shuffle=train if shuffle is None else shuffle, seed=cfg.RNG_SEED,
                                start_iter=start_iter)
     workers = int(cfg.DATA_LOADER.NUM_WORKERS)
-    retain = bool(cfg.DATA_LOADER.RETAIN_FREED_MEMORY)
-    if retain and workers == 0:
-        retain_freed_memory()  # the main process loads the clips itself
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         pin_memory=bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
         collate_fn=collate_videos, drop_last=train,
-        worker_init_fn=functools.partial(worker_init_fn, retain_memory=retain),
+        worker_init_fn=loading_worker_init(cfg, workers),
         # Training workers persist across epochs (no restart cost per epoch): the epoch reaches
         # them inside each sampler key, not through dataset state.
         persistent_workers=train and workers > 0, prefetch_factor=2 if workers > 0 else None)
+
+
+def loading_worker_init(cfg, num_workers: int):
+    """The ``worker_init_fn`` for a DataLoader of clips with ``num_workers`` workers: seeds, and
+    ``DATA_LOADER.RETAIN_FREED_MEMORY`` in each worker; with no workers the calling process loads
+    the clips itself, so the setting is applied to it now."""
+    retain = bool(cfg.DATA_LOADER.RETAIN_FREED_MEMORY)
+    if retain and num_workers == 0:
+        retain_freed_memory()
+    return functools.partial(worker_init_fn, retain_memory=retain)
 
 
 def raise_hung_decode(error: BaseException, bad_videos_path: str | os.PathLike | None = None) -> None:

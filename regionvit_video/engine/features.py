@@ -65,7 +65,7 @@ from tqdm import tqdm
 
 from regionvit_video.data.datasets import VideoDataset, VideoRecord
 from regionvit_video.data.decoder import DecodeError, DecodeTimeout, PyAVReader, open_video, time_limit
-from regionvit_video.data.loader import collate_videos, raise_hung_decode
+from regionvit_video.data.loader import collate_videos, loading_worker_init, raise_hung_decode
 from regionvit_video.data.sampling import uniform_indices
 from regionvit_video.data.transforms import eval_views
 from regionvit_video.utils.io import atomic_write
@@ -526,7 +526,8 @@ def run_feature_extraction(cfg) -> dict[str, Any]:
                     num_ensemble_views=cfg.TEST.NUM_ENSEMBLE_VIEWS, num_spatial_crops=crops, mean=d.MEAN,
                     std=d.STD, decoder=d.DECODER, decode_threads=d.DECODE_THREADS, decode_timeout=d.DECODE_TIMEOUT)
                 loader = DataLoader(Subset(dataset, pending), batch_size=f.BATCH_SIZE, num_workers=workers,
-                                    collate_fn=collate_videos, pin_memory=device.type == "cuda")
+                                    collate_fn=collate_videos, pin_memory=device.type == "cuda",
+                                    worker_init_fn=loading_worker_init(cfg, workers))
                 for batch in loader:
                     failures += [(x["path"], x["error"]) for x in batch["failed"]]
                     bar.update(len(batch["failed"]))
@@ -543,8 +544,9 @@ def run_feature_extraction(cfg) -> dict[str, Any]:
                     num_frames=d.NUM_FRAMES, chunk_windows=f.BATCH_SIZE, test_scale=d.TEST_SCALE,
                     test_crop_size=d.TEST_CROP_SIZE, num_crops=crops, mean=d.MEAN, std=d.STD, decoder=d.DECODER,
                     decode_threads=d.DECODE_THREADS, decode_timeout=d.DECODE_TIMEOUT)
-                loader = DataLoader(dataset, batch_size=None, num_workers=min(workers, len(pending)),
-                                    pin_memory=device.type == "cuda")
+                n = min(workers, len(pending))
+                loader = DataLoader(dataset, batch_size=None, num_workers=n, pin_memory=device.type == "cuda",
+                                    worker_init_fn=loading_worker_init(cfg, n))
                 partial: dict[int, dict] = {}  # per video being assembled from its chunks
                 for item in loader:
                     index = pending[item["index"]]

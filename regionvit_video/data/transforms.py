@@ -38,14 +38,6 @@ def _normalize_uint8_scale_(video: torch.Tensor, mean: Sequence[float], std: Seq
     return video.sub_(m).div_(s)
 
 
-def uint8_to_normalized(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(T, C, H, W) uint8 -> contiguous normalised (C, T, H, W) float32: ``(x / 255 - mean) / std``,
-    the layout change and the float conversion in one copy."""
-    t, c, h, w = clip.shape
-    video = torch.empty((c, t, h, w), dtype=torch.float32).copy_(rearrange(clip, "t c h w -> c t h w"))
-    return _normalize_uint8_scale_(video, mean, std)
-
-
 def _resize_uint8(clip: torch.Tensor, size: tuple[int, int], flip: bool = False) -> torch.Tensor:
     """Bilinear (align_corners=False, no antialias) resize of (T, C, H, W) uint8, as on floats,
     then a horizontal flip if ``flip``.
@@ -106,7 +98,6 @@ class TrainTransform:
         if not normalize and re_prob > 0:
             raise ValueError("random erasing works on the normalised clip: with normalize=False pass re_prob=0 "
                              "and give it to BatchNormalize")
-        self.normalize = normalize
         self.jitter_scales = (lo, hi)
         self.crop_size = int(crop_size)
         self.random_flip = random_flip
@@ -114,9 +105,8 @@ class TrainTransform:
         # is pytorchvideo's default fill 0.5 of float clips.
         self.rand_augment = (VideoRandAugment(magnitude=ra_magnitude, num_layers=ra_num_layers,
                                               fill=(128, 128, 128)) if rand_augment else None)
-        self.random_erasing = (RandomErasing(probability=re_prob, mode="pixel", max_count=1, device="cpu")
-                               if re_prob > 0 else None)
-        self.mean, self.std = tuple(mean), tuple(std)
+        # normalize=False: the same step runs later, batch by batch, on the training device.
+        self.finish = BatchNormalize(mean, std, re_prob) if normalize else None
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -137,13 +127,10 @@ class TrainTransform:
         if self.rand_augment is not None:
             # (T, C, H, W): one draw of ops and magnitudes per clip.
             clip = self.rand_augment(clip)
-        if not self.normalize:
-            return rearrange(clip, "t c h w -> c t h w").contiguous()  # C, T, S, S uint8
-        video = uint8_to_normalized(clip, self.mean, self.std)  # C, T, S, S
-        if self.random_erasing is not None:
-            c, t, hh, ww = video.shape
-            video = self.random_erasing(video.reshape(c * t, hh, ww)).reshape(c, t, hh, ww)
-        return video
+        clip = rearrange(clip, "t c h w -> c t h w")  # C, T, S, S uint8 view
+        if self.finish is None:
+            return clip.contiguous()
+        return self.finish(clip[None])[0]  # normalised, erased float
 
 
 class BatchNormalize:
@@ -153,8 +140,8 @@ class BatchNormalize:
     ``PrefetchLoader`` splits image training the same way): the loading processes send augmented
     uint8 clips, a quarter of the bytes of float ones through worker shared memory, pinned memory
     and the host-to-device copy, and skip the two most memory-bound steps of the transform; the
-    batch is normalised and erased where the model runs. Same results per clip as
-    ``TrainTransform(normalize=True)``: ``(x / 255 - mean) / std`` per channel, then timm's
+    batch is normalised and erased where the model runs. ``TrainTransform(normalize=True)`` ends
+    with this same step, on its one clip: ``(x / 255 - mean) / std`` per channel, then timm's
     ``RandomErasing`` (pixel mode) with one rectangle per clip shared by all its frames. Erasing
     draws from the training process's python and torch generators (saved in checkpoints, like
     those mixup draws from), not from the per-clip seeds of the loading processes.
@@ -175,7 +162,10 @@ class BatchNormalize:
         """(B, C, T, H, W) uint8 -> normalised, erased (B, C, T, H, W) float32 on the same device."""
         if video.dtype != torch.uint8 or video.ndim != 5:
             raise ValueError(f"expected a (B, C, T, H, W) uint8 batch, got {tuple(video.shape)} {video.dtype}")
-        x = _normalize_uint8_scale_(video.to(torch.float32), self.mean, self.std)
+        # The float copy is contiguous whatever the input's layout (a permuted view becomes (B, C, T, H, W)
+        # in the same pass).
+        x = _normalize_uint8_scale_(video.to(torch.float32, memory_format=torch.contiguous_format),
+                                    self.mean, self.std)
         if self.re_prob > 0:
             key = str(video.device)
             if key not in self._erasing:

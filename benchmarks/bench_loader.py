@@ -3,7 +3,8 @@
 
 Writes 10 s H.264 clips (340x256 and 1280x720, 30 fps) to a temp dir with ``write_video`` and
 uses the real clip tests/data/realshort.mp4, then prints one table (clips/s, median over
-``--repeats`` rounds, each averaging several clips: see ``rates``) with, per clip:
+at least ``--repeats`` rounds and ``--row-seconds``, each round averaging several clips: see ``rates``)
+with, per clip:
 
 - ``decode``: decord ``get_batch`` of the training indices only (open, decode, close);
 - ``train``: the training item a loading process makes (decode + scale jitter, crop, flip,
@@ -16,7 +17,8 @@ uses the real clip tests/data/realshort.mp4, then prints one table (clips/s, med
   ``UniformTemporalSubsample``;
 
 (timed in turn, round after round, so load changes on a shared machine hit all alike; each clip in
-a fresh process) and the ratios the pipeline targets: train >= 0.8x decode, train >= 5x decode_all on 10 s clips.
+a fresh process) and the ratios the pipeline targets: train >= 0.8x decode, train >= 5x decode_all on
+10 s clips. Ratios are paired: the median over rounds of the ratio within each round.
 A second table gives DataLoader throughput of the training pipeline with 1 and 2 workers.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_loader.py              # full run
@@ -63,30 +65,46 @@ def make_clip(path: Path, seconds: float, width: int, height: int, fps: int = 30
     write_video(path, frames, fps=fps, options={"crf": "23", "preset": "veryfast"})
 
 
-def rates(fns: dict, repeats: int, round_seconds: float = 0.3) -> dict:
-    """Median clips/s of each function over ``repeats`` rounds (after one warm-up round).
+def rates(fns: dict, repeats: int, min_seconds: float = 0.0, round_seconds: float = 0.3,
+          max_rounds: int = 200) -> dict[str, list[float]]:
+    """Seconds per call of each function, one entry per round, over at least ``repeats`` rounds.
 
-    In each round every function runs ``k`` times in a row (``k`` set in the warm-up so that a
-    run of it takes about ``round_seconds``: the random augmentations of the training clip are
-    averaged within a round, not left to the median of single clips), and the functions take
-    turns, so a change in machine load (the machine may be shared) hits all of them alike and the
-    ratios stay meaningful.
+    After one warm-up call of each function (which also sets ``k``), every round runs each
+    function ``k`` times in a row, ``k`` chosen so that a run takes about ``round_seconds`` (the
+    random augmentations of the training clip are averaged within a round, not left to the median
+    of single clips). The functions take turns, so a change in machine load (the machine may be
+    shared) hits all of them alike. Rounds go on until there are ``repeats`` of them and
+    ``min_seconds`` have passed (cheap clips get more rounds), at most ``max_rounds``.
     """
     reps, times = {}, {k: [] for k in fns}
     for k, fn in fns.items():  # warm-up, and how many calls make a round
         t0 = time.perf_counter()
         fn()
         reps[k] = max(1, min(50, round(round_seconds / max(time.perf_counter() - t0, 1e-6))))
-    for _ in range(repeats):
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and (rounds < repeats or time.perf_counter() - start < min_seconds):
         for k, fn in fns.items():
             t0 = time.perf_counter()
             for _ in range(reps[k]):
                 fn()
             times[k].append((time.perf_counter() - t0) / reps[k])
-    return {k: 1.0 / statistics.median(v) for k, v in times.items()}
+        rounds += 1
+    return times
 
 
-def measure_row(path: str, repeats: int, retain_memory: bool) -> dict:
+def rate(times: list[float]) -> float:
+    """Calls per second: 1 / the median time per call over the rounds."""
+    return 1.0 / statistics.median(times)
+
+
+def paired_ratio(times: dict[str, list[float]], fast: str, slow: str) -> float:
+    """``rate(fast) / rate(slow)`` as the median over rounds of the ratio within each round (paired: a
+    slow phase of a shared machine that falls on some rounds moves both sides of their ratios)."""
+    return statistics.median(s / f for f, s in zip(times[fast], times[slow]))
+
+
+def measure_row(path: str, repeats: int, min_seconds: float, retain_memory: bool) -> dict[str, list[float]]:
     """The rates of one clip's row (run in a fresh process by ``main``)."""
     from pytorchvideo.data.encoded_video import EncodedVideo
     from pytorchvideo.transforms import UniformTemporalSubsample
@@ -128,7 +146,7 @@ def measure_row(path: str, repeats: int, retain_memory: bool) -> dict:
 
     try:
         return rates({"decode": decode_only, "train": train_item, "train_cpu": train_item_and_batch_step,
-                      "test": test_item, "decode_all": decode_all}, repeats)
+                      "test": test_item, "decode_all": decode_all}, repeats, min_seconds)
     finally:
         shutil.rmtree(row_dir, ignore_errors=True)
 
@@ -136,13 +154,16 @@ def measure_row(path: str, repeats: int, retain_memory: bool) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--small", action="store_true", help="quick run: 4 s clips, 3 repeats, small loader test")
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None, help="rounds per clip, at least")
+    p.add_argument("--row-seconds", type=float, default=None,
+                   help="each clip's rounds go on until this much time has passed (cheap clips get more rounds)")
     p.add_argument("--seconds", type=float, default=None, help="length of the generated clips")
     p.add_argument("--loader-videos", type=int, default=None, help="videos in the DataLoader test")
     p.add_argument("--no-retain-memory", action="store_true",
                    help="DATA_LOADER.RETAIN_FREED_MEMORY False, here and in the DataLoader workers")
     a = p.parse_args(argv)
     repeats = a.repeats or (3 if a.small else 10)
+    row_seconds = a.row_seconds if a.row_seconds is not None else (0.0 if a.small else 40.0)
     seconds = a.seconds or (4.0 if a.small else 10.0)
     loader_videos = a.loader_videos or (16 if a.small else 48)
     torch.set_num_threads(1)
@@ -170,22 +191,26 @@ def main(argv=None) -> int:
     spawn = multiprocessing.get_context("spawn")
     for name, path in clips.items():
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            rows.append((name, pool.submit(measure_row, str(path), repeats, not a.no_retain_memory).result()))
+            rows.append((name, pool.submit(measure_row, str(path), repeats, row_seconds,
+                                           not a.no_retain_memory).result()))
 
     views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
     print(f"\nclips/s, 1 process, 1 thread, {cfg.DATA.NUM_FRAMES} frames, uniform sampling, train 224 crops, "
-          f"test {views} views, median of {repeats} rounds, RETAIN_FREED_MEMORY {cfg.DATA_LOADER.RETAIN_FREED_MEMORY}")
+          f"test {views} views, RETAIN_FREED_MEMORY {cfg.DATA_LOADER.RETAIN_FREED_MEMORY}")
     print("train: what a loading process does per training clip (decode, scale jitter, crop, flip, RandAugment);"
           "\ntrain+batch: that plus the batch step (normalisation, random erasing) run here on the CPU, which "
-          "\nDATA_LOADER.NORMALIZE_ON_DEVICE leaves to the training device")
+          "\nDATA_LOADER.NORMALIZE_ON_DEVICE leaves to the training device;"
+          "\nrates: median over the rounds; ratios: median over the rounds of the ratio within a round")
     head = (f"{'clip':<24}{'decode':>9}{'train':>9}{'train+batch':>13}{'test':>9}{'decode_all':>12}"
-            f"{'train/decode':>14}{'train+batch/dec':>17}{'train/dec_all':>15}")
+            f"{'train/decode':>14}{'train+batch/dec':>17}{'train/dec_all':>15}{'rounds':>8}")
     print(head)
     print("-" * len(head))
-    for name, r in rows:
+    for name, t in rows:
+        r = {k: rate(v) for k, v in t.items()}
         print(f"{name:<24}{r['decode']:>9.2f}{r['train']:>9.2f}{r['train_cpu']:>13.2f}{r['test']:>9.2f}"
-              f"{r['decode_all']:>12.2f}{r['train'] / r['decode']:>13.2f}x{r['train_cpu'] / r['decode']:>16.2f}x"
-              f"{r['train'] / r['decode_all']:>14.2f}x")
+              f"{r['decode_all']:>12.2f}{paired_ratio(t, 'train', 'decode'):>13.2f}x"
+              f"{paired_ratio(t, 'train_cpu', 'decode'):>16.2f}x{paired_ratio(t, 'train', 'decode_all'):>14.2f}x"
+              f"{len(t['decode']):>8}")
 
     # DataLoader scaling: the training pipeline on copies of the 340x256 clip.
     small = clips[f"340x256 {seconds:g}s"]

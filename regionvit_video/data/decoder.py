@@ -206,6 +206,14 @@ def _unique_sorted(indices: Sequence[int], num_frames: int) -> tuple[np.ndarray,
     return unique, inverse
 
 
+def _in_order(frames: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """The decoded (sorted, unique) frames in the order asked for; no copy when that is their order
+    (increasing indices, as every training clip asks)."""
+    if len(inverse) == len(frames) and bool((inverse == np.arange(len(inverse))).all()):
+        return frames
+    return frames[inverse]
+
+
 class VideoReader:
     """Common interface: ``num_frames``, ``fps``, ``get_frames(indices)``, ``close()``."""
 
@@ -272,7 +280,7 @@ class DecordReader(VideoReader):
             raise DecodeError(self.path, "decord get_batch failed")
         if frames.ndim != 4 or frames.shape[0] != len(unique):
             raise DecodeError(self.path, f"decord returned frames of shape {frames.shape}")
-        return frames[inverse]
+        return _in_order(frames, inverse)
 
     def close(self) -> None:
         # Dropping the only reference frees the native reader at once (VideoReader.__del__).
@@ -362,7 +370,7 @@ class PyAVReader(VideoReader):
             elif last_frame is None:
                 last_frame = got[min(got)]
             out.append(last_frame)
-        return np.stack(out)[inverse]
+        return _in_order(np.stack(out), inverse)
 
     def close(self) -> None:
         container, self._container = getattr(self, "_container", None), None

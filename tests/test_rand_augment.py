@@ -68,11 +68,16 @@ def test_identity_magnitudes_and_channels_last_input():
     assert torch.equal(UINT8_OPS["AdjustBrightness"](clip, 1.0), clip)
     assert torch.equal(UINT8_OPS["TranslateX"](clip, 0.0, fill=FILL), clip)
     assert torch.equal(UINT8_OPS["ShearX"](clip, 0.0, fill=FILL), clip)
-    # Clips may arrive channels-last (a view of decoded (T, H, W, C) frames): same results.
+    # Clips may arrive channels-last (a view of decoded (T, H, W, C) frames), or as the (T, C, H, W)
+    # view of a (C, T, H, W) clip (what TrainTransform passes): same results from every op.
     cl = clip.contiguous(memory_format=torch.channels_last)
-    for name in ("AdjustSharpness", "Equalize", "Rotate", "ShearX", "ShearY", "TranslateY", "AdjustSaturation"):
-        args = () if name == "Equalize" else (0.7 if name != "Rotate" else 12.0,)
-        assert torch.equal(UINT8_OPS[name](cl, *args, fill=FILL), UINT8_OPS[name](clip, *args, fill=FILL)), name
+    ct = clip.transpose(0, 1).contiguous().transpose(0, 1)
+    args = {"Rotate": (12.0,), "Posterize": (3,), "Solarize": (0.4,)}
+    for name, op in UINT8_OPS.items():
+        a = args.get(name, ()) if name in args or name in ("Equalize", "AutoContrast", "Invert") else (0.7,)
+        want = op(clip, *a, fill=FILL)
+        for layout, view in (("channels-last", cl), ("(C, T)", ct)):
+            assert torch.equal(op(view, *a, fill=FILL), want), f"{name} on a {layout} clip"
 
 
 def test_translation_beyond_the_frame_is_all_fill():

@@ -6,7 +6,8 @@ uses the real clip tests/data/realshort.mp4, then prints one table (clips/s, med
 at least ``--repeats`` rounds and ``--row-seconds``, each round averaging several clips: see ``rates``)
 with, per clip:
 
-- ``decode``: decord ``get_batch`` of the training indices only (open, decode, close);
+- ``decode``: decord ``get_batch`` of the training indices only (open, decode, close): the frames the
+  training item of the same epoch samples, so both paths decode the same frames;
 - ``train``: the training item a loading process makes (decode + scale jitter, crop, flip,
   RandAugment: with DATA_LOADER.NORMALIZE_ON_DEVICE, the default, normalisation and random
   erasing are left to the batch on the training device);
@@ -46,6 +47,7 @@ import torch
 import regionvit_video  # noqa: F401  (pytorchvideo import shim)
 from regionvit_video.config.defaults import get_cfg
 from regionvit_video.data import build_batch_transform, build_dataset, build_loader
+from regionvit_video.data.datasets import _SeededRNG  # the training item's per-sample seeding
 from regionvit_video.data.decoder import read_frames
 from regionvit_video.data.sampling import uniform_indices
 from regionvit_video.data.video_writer import write_video
@@ -120,10 +122,10 @@ def measure_row(path: str, repeats: int, min_seconds: float, retain_memory: bool
     cfg.DATA.PATH_TO_DATA_DIR = str(row_dir)
     train_ds, test_ds = build_dataset(cfg, "train"), build_dataset(cfg, "test")
     batch_transform = build_batch_transform(cfg)  # DATA_LOADER.NORMALIZE_ON_DEVICE: the device's part
-    rng = np.random.default_rng(0)
-    epoch = iter(range(10**6))
+    epoch, decode_epoch = iter(range(10**6)), iter(range(10**6))
 
-    def decode_only():
+    def decode_only():  # the frames the training item of the same epoch decodes (its seeded index draw)
+        rng = np.random.default_rng(_SeededRNG(train_ds.seed, next(decode_epoch), 0, 0, 1).seed)
         read_frames(path, lambda n, fps: uniform_indices(n, cfg.DATA.NUM_FRAMES, train=True, rng=rng), "decord",
                     num_threads=cfg.DATA.DECODE_THREADS)
 

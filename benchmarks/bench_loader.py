@@ -107,7 +107,7 @@ def paired_ratio(times: dict[str, list[float]], fast: str, slow: str) -> float:
 
 
 def measure_row(path: str, repeats: int, min_seconds: float, retain_memory: bool) -> dict[str, list[float]]:
-    """The rates of one clip's row (run in a fresh process by ``main``)."""
+    """The per-round times of one clip's row, as ``rates`` gives them (run in a fresh process by ``main``)."""
     from pytorchvideo.data.encoded_video import EncodedVideo
     from pytorchvideo.transforms import UniformTemporalSubsample
 

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ def make_clip(path: Path, seconds: float, width: int, height: int, fps: int = 30
 
 
 def rates(fns: dict, repeats: int, min_seconds: float = 0.0, round_seconds: float = 0.3,
-          max_rounds: int = 200) -> dict[str, list[float]]:
+          max_rounds: int = 200, same_calls: Sequence[str] = ()) -> dict[str, list[float]]:
     """Seconds per call of each function, one entry per round, over at least ``repeats`` rounds.
 
     After one warm-up call of each function (which also sets ``k``), every round runs each
@@ -76,13 +77,17 @@ def rates(fns: dict, repeats: int, min_seconds: float = 0.0, round_seconds: floa
     random augmentations of the training clip are averaged within a round, not left to the median
     of single clips). The functions take turns, so a change in machine load (the machine may be
     shared) hits all of them alike. Rounds go on until there are ``repeats`` of them and
-    ``min_seconds`` have passed (cheap clips get more rounds), at most ``max_rounds``.
+    ``min_seconds`` have passed (cheap clips get more rounds), at most ``max_rounds``. The functions
+    named in ``same_calls`` all get the smallest ``k`` among them, so they make the same number of
+    calls (and, counting epochs from the same start, sample the same clips).
     """
     reps, times = {}, {k: [] for k in fns}
     for k, fn in fns.items():  # warm-up, and how many calls make a round
         t0 = time.perf_counter()
         fn()
         reps[k] = max(1, min(50, round(round_seconds / max(time.perf_counter() - t0, 1e-6))))
+    for k in same_calls:
+        reps[k] = min(reps[j] for j in same_calls)
     start = time.perf_counter()
     rounds = 0
     while rounds < max_rounds and (rounds < repeats or time.perf_counter() - start < min_seconds):
@@ -122,7 +127,9 @@ def measure_row(path: str, repeats: int, min_seconds: float, retain_memory: bool
     cfg.DATA.PATH_TO_DATA_DIR = str(row_dir)
     train_ds, test_ds = build_dataset(cfg, "train"), build_dataset(cfg, "test")
     batch_transform = build_batch_transform(cfg)  # DATA_LOADER.NORMALIZE_ON_DEVICE: the device's part
-    epoch, decode_epoch = iter(range(10**6)), iter(range(10**6))
+    # One epoch counter per path, and the same number of calls per round for the three (see rates):
+    # in every round they go through the same epochs, so they decode the same frames.
+    decode_epoch, train_epoch, train_cpu_epoch = (iter(range(10**6)) for _ in range(3))
 
     def decode_only():  # the frames the training item of the same epoch decodes (its seeded index draw)
         rng = np.random.default_rng(_SeededRNG(train_ds.seed, next(decode_epoch), 0, 0, 1).seed)
@@ -130,10 +137,10 @@ def measure_row(path: str, repeats: int, min_seconds: float, retain_memory: bool
                     num_threads=cfg.DATA.DECODE_THREADS)
 
     def train_item():
-        train_ds[(0, next(epoch))]
+        train_ds[(0, next(train_epoch))]
 
     def train_item_and_batch_step():  # + normalisation and random erasing, here on the CPU
-        video = train_ds[(0, next(epoch))]["video"][None]
+        video = train_ds[(0, next(train_cpu_epoch))]["video"][None]
         if batch_transform is not None:
             batch_transform(video)
 
@@ -148,7 +155,8 @@ def measure_row(path: str, repeats: int, min_seconds: float, retain_memory: bool
 
     try:
         return rates({"decode": decode_only, "train": train_item, "train_cpu": train_item_and_batch_step,
-                      "test": test_item, "decode_all": decode_all}, repeats, min_seconds)
+                      "test": test_item, "decode_all": decode_all}, repeats, min_seconds,
+                     same_calls=("decode", "train", "train_cpu"))
     finally:
         shutil.rmtree(row_dir, ignore_errors=True)
 

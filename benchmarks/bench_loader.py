@@ -75,9 +75,10 @@ def rates(fns: dict, repeats: int, min_seconds: float = 0.0, round_seconds: floa
     After one warm-up call of each function (which also sets ``k``), every round runs each
     function ``k`` times in a row, ``k`` chosen so that a run takes about ``round_seconds`` (the
     random augmentations of the training clip are averaged within a round, not left to the median
-    of single clips). The functions take turns, so a change in machine load (the machine may be
-    shared) hits all of them alike. Rounds go on until there are ``repeats`` of them and
-    ``min_seconds`` have passed (cheap clips get more rounds), at most ``max_rounds``. The functions
+    of single clips). The functions take turns, in an order that turns by one each round, so a
+    change in machine load (the machine may be shared) hits all of them alike. Rounds go on until
+    there are ``repeats`` of them and ``min_seconds`` have passed (cheap clips get more rounds), at
+    most ``max_rounds``. The functions
     named in ``same_calls`` all get the smallest ``k`` among them, so they make the same number of
     calls (and, counting epochs from the same start, sample the same clips).
     """
@@ -90,8 +91,12 @@ def rates(fns: dict, repeats: int, min_seconds: float = 0.0, round_seconds: floa
         reps[k] = min(reps[j] for j in same_calls)
     start = time.perf_counter()
     rounds = 0
+    names = list(fns)
     while rounds < max_rounds and (rounds < repeats or time.perf_counter() - start < min_seconds):
-        for k, fn in fns.items():
+        # The order turns by one each round: what a function leaves behind (decode_all frees
+        # gigabytes on the 1280x720 clip) does not always fall on the same next function.
+        for k in names[rounds % len(names):] + names[:rounds % len(names)]:
+            fn = fns[k]
             t0 = time.perf_counter()
             for _ in range(reps[k]):
                 fn()

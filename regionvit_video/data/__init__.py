@@ -8,6 +8,7 @@ from regionvit_video.data.mixup import VideoMixup, build_mixup
 
 __all__ = [
     "DatasetFormatError", "DecodeError", "DecodeTimeout", "ResumableSampler", "VideoDataset", "VideoMixup",
-    "VideoRecord", "append_bad_video", "build_batch_transform", "build_dataset", "build_loader", "build_mixup", "collate_videos",
-    "load_class_names", "open_video", "raise_hung_decode", "read_frames", "read_kinetics_csv", "read_ssv2_split",
+    "VideoRecord", "append_bad_video", "build_batch_transform", "build_dataset", "build_loader", "build_mixup",
+    "collate_videos", "load_class_names", "open_video", "raise_hung_decode", "read_frames", "read_kinetics_csv",
+    "read_ssv2_split",
 ]

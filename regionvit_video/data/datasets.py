@@ -8,9 +8,9 @@ Sample contract (the engine codes against it):
 - train: ``{"video": (C, T, H, W), "label": int, "index": int, "path": str,
   "num_failures": int}``; the video is the augmented uint8 clip with
   ``DATA_LOADER.NORMALIZE_ON_DEVICE`` (the engine normalises and erases the batch on its device:
-  :func:`regionvit_video.data.loader.build_batch_transform`), else the normalised float clip. ``index`` and ``path`` are those of the video actually returned (a
-  replacement if the asked-for video failed); ``num_failures`` counts the videos that failed and
-  were replaced before this one.
+  :func:`regionvit_video.data.loader.build_batch_transform`), else the normalised float clip.
+  ``index`` and ``path`` are those of the video actually returned (a replacement if the asked-for
+  video failed); ``num_failures`` counts the videos that failed and were replaced before this one.
 - val: the same keys (``num_failures`` always 0), but a video that cannot be decoded (after
   ``num_retries`` attempts) is never replaced: it gives ``{"video": None, ..., "error": reason}``
   as in test, so validation accuracy is over the videos that decoded and the failures are counted.

@@ -148,9 +148,9 @@ def collate_videos(samples: list[dict]) -> dict:
     """Stack samples into a batch.
 
     train / val batches: ``video`` (B, C, T, H, W) float (train: uint8 with
-    ``DATA_LOADER.NORMALIZE_ON_DEVICE``, see :func:`build_batch_transform`), ``label`` (B,) long, ``index`` (B,) long,
-    ``path`` list[str], ``num_failures`` (B,) long, ``failed`` (see below; always empty for train,
-    whose failed videos are replaced).
+    ``DATA_LOADER.NORMALIZE_ON_DEVICE``, see :func:`build_batch_transform`), ``label`` (B,) long,
+    ``index`` (B,) long, ``path`` list[str], ``num_failures`` (B,) long, ``failed`` (see below; always
+    empty for train, whose failed videos are replaced).
 
     test batches: ``video`` (B, V, C, T, H, W) float over the videos that decoded.
 

@@ -2,10 +2,11 @@
 
 Input is what the decoder gives, ``(T, H, W, 3)`` uint8 RGB; outputs are normalised float
 ``(C, T, H, W)`` clips, or, for training with ``DATA_LOADER.NORMALIZE_ON_DEVICE``, augmented uint8
-clips that :class:`BatchNormalize` normalises and erases batch by batch on the training device. Resizing, cropping, flipping and RandAugment run on uint8 (torch's uint8
-bilinear kernel is several times faster than float, and only the final crop is converted), so the
-transforms stay cheap next to decoding (benchmarks/bench_loader.py). All randomness uses the global torch / python RNGs, which the dataset
-seeds per sample (so a clip is a function of seed, epoch and index only).
+clips that :class:`BatchNormalize` normalises and erases batch by batch on the training device.
+Resizing, cropping, flipping and RandAugment run on uint8 (torch's uint8 bilinear kernel is several
+times faster than float, and only the final crop is converted), so the transforms stay cheap next to
+decoding (benchmarks/bench_loader.py). All randomness uses the global torch / python RNGs, which the
+dataset seeds per sample (so a clip is a function of seed, epoch and index only).
 
 Test crops (``TEST.NUM_SPATIAL_CROPS`` 3): the short side is scaled to ``DATA.TEST_SCALE`` (256,
 the paper's) and three ``TEST_CROP_SIZE`` squares are cut along the *long* side: start, centre,

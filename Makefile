@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_attention_memory.py
 	$(PY) benchmarks/bench_loader.py
+	$(PY) benchmarks/bench_rand_augment.py
 
 clean:
 	rm -rf $(VENV) output demo_output .pytest_cache

@@ -1,5 +1,5 @@
 """Interrupted runs: SIGKILL at a random iteration then the same command again, a kill in the middle of a
-checkpoint write, and a diverging run.
+checkpoint write, a process killed while it holds the progress-bar lock, and a diverging run.
 
 Every run here is ``run_net.main(argv)`` (the ``python run_net.py ARGS`` entry point) in a process forked
 from the test (a fork, not a fresh interpreter, to spare the 6 s of imports per run), killed from outside
@@ -9,6 +9,8 @@ checkpoint-write kill hits a process inside the engine's ``save_checkpoint``.
 from __future__ import annotations
 
 import importlib.util
+import io
+import multiprocessing
 import os
 import random
 import re
@@ -21,6 +23,7 @@ import torch
 
 from regionvit_video.data.testing import make_kinetics_folder
 from regionvit_video.engine import checkpoint as ck
+from regionvit_video.engine.log import setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL_ITERS = 8  # 2 epochs x 4 iterations (4 videos, batch 1)
@@ -67,7 +70,7 @@ def _fork(fn, *args) -> int:
     return pid
 
 
-def _wait(pid: int, timeout: float = 300) -> int:
+def _wait(pid: int, timeout: float = 300, why: str = "") -> int:
     """Exit code of ``pid`` (negative: killed by that signal); SIGKILLs it after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,11 +80,11 @@ def _wait(pid: int, timeout: float = 300) -> int:
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
-    raise AssertionError(f"process {pid} did not finish within {timeout} s")
+    raise AssertionError(f"process {pid} did not finish within {timeout} s {why}".rstrip())
 
 
-def _run(argv: list[str]) -> int:
-    return _wait(_fork(_run_net_module().main, argv))
+def _run(argv: list[str], why: str = "") -> int:
+    return _wait(_fork(_run_net_module().main, argv), why=why)
 
 
 def _train_iters_logged(out: Path) -> int:
@@ -94,6 +97,38 @@ def _train_iters_logged(out: Path) -> int:
 
 def _final(out: Path) -> dict:
     return ck.load_checkpoint(ck.checkpoint_dir(out) / ck.checkpoint_name(2))
+
+
+def _killed_holding_the_bar_lock_then_draw_a_bar() -> int:
+    """In a process of its own: one child is killed while it holds tqdm's write lock, then another draws a bar."""
+    from tqdm import tqdm
+    from tqdm.std import TqdmDefaultWriteLock
+
+    # This process has drawn bars with tqdm's default lock (its cross-process part new, not shared with the
+    # test session, which a failure here would otherwise leave locked), then starts a run.
+    TqdmDefaultWriteLock.mp_lock = multiprocessing.RLock()
+    tqdm.set_lock(TqdmDefaultWriteLock())
+    setup_logging(None)  # what every run does first (run_net, train, test, the demo)
+
+    def die_holding_the_lock() -> int:  # as if killed in the middle of a bar update or a log line
+        tqdm.get_lock().acquire()
+        os.kill(os.getpid(), signal.SIGKILL)
+        return 0
+
+    def draw_a_bar() -> int:
+        with tqdm(total=1, file=io.StringIO()) as bar:
+            bar.update()
+        tqdm.write("a log line", file=io.StringIO())
+        return 0
+
+    assert _wait(_fork(die_holding_the_lock)) == -signal.SIGKILL
+    return _wait(_fork(draw_a_bar), timeout=30)
+
+
+def test_a_process_killed_holding_the_progress_bar_lock_does_not_block_the_next_bar():
+    # A killed run, or a DataLoader worker ended by the decode timeout's hard bound while it logged a line,
+    # once left tqdm's cross-process lock held: the next run forked from the same process hung in its first bar.
+    assert _wait(_fork(_killed_holding_the_bar_lock_then_draw_a_bar), timeout=120) == 0
 
 
 def test_sigkill_at_a_random_iteration_then_same_command_resumes_to_identical_weights(data, tmp_path):
@@ -115,12 +150,12 @@ def test_sigkill_at_a_random_iteration_then_same_command_resumes_to_identical_we
             time.sleep(0.005)
     finally:
         os.kill(pid, signal.SIGKILL)
-    assert _wait(pid) == -signal.SIGKILL, why
+    assert _wait(pid, why=why) == -signal.SIGKILL, why
     # The kill may land before the first checkpoint is written (then the rerun starts over) or anywhere after.
     before = ck.latest_checkpoint(out)
     assert before is None or before.name != ck.checkpoint_name(2), f"{before} {why}"
 
-    assert _run(cmd) == 0, why  # the very same command
+    assert _run(cmd, why) == 0, why  # the very same command
     log = (out / "stdout.log").read_text()
     if before is not None:
         assert f"resumed from {before}" in log, why

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,42 @@ logger = logging.getLogger(__name__)
 
 PACKAGE_LOGGER = "regionvit_video"
 _HANDLER_TAG = "_regionvit_video_handler"
+_fork_hook_registered = False
+
+
+def _new_tqdm_lock() -> None:
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
+def use_process_local_tqdm_lock() -> None:
+    """Give tqdm a write lock of this process only, here and in every process forked from it.
+
+    tqdm's default lock includes a multiprocessing RLock, shared by every process forked after it
+    exists: the DataLoader workers, whose log lines go through ``tqdm.write`` (see
+    :func:`console_through_tqdm`), and any run forked from a process that has drawn a bar. A
+    process killed while it holds that lock (SIGKILL, the OOM killer, the hard bound of
+    ``DATA.DECODE_TIMEOUT`` ending a worker) leaves it held, and the next bar or log line of every
+    other process waits forever. Bars are drawn by rank 0 only, so a per-process lock loses
+    nothing. A fork hook gives each child a fresh lock (a copy of a lock another thread held at the
+    fork would never be released).
+    """
+    global _fork_hook_registered
+    _new_tqdm_lock()
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_new_tqdm_lock)
+        _fork_hook_registered = True
 
 
 def setup_logging(output_dir: str | Path | None, *, rank: int = 0, level: int = logging.INFO) -> None:
     """Console (and ``OUTPUT_DIR/stdout.log`` on rank 0) handlers on the package logger.
 
     Calling it again replaces the handlers it added before (a second run in the same process
-    writes to its own folder).
+    writes to its own folder). Also makes tqdm's write lock process-local
+    (:func:`use_process_local_tqdm_lock`).
     """
+    use_process_local_tqdm_lock()
     root = logging.getLogger(PACKAGE_LOGGER)
     for h in list(root.handlers):
         if getattr(h, _HANDLER_TAG, False):

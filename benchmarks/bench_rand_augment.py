@@ -68,11 +68,9 @@ def isolated(repeats: int, magnitude: float) -> None:
     clip = real_clip()
     torch.manual_seed(0)  # the random signs of the geometric ops' arguments
     names = list(_TRANSFORM_RANDAUG_MAX_PARAMS)
-    calls = {}
-    for name in names:
-        args = policy_args(name, magnitude)
-        calls[name] = (args, partial(_NAME_TO_TRANSFORM_FUNC[name], clip, *args, fill=FILL),
-                       partial(UINT8_OPS[name], clip, *args, fill=FILL))
+    args = {name: policy_args(name, magnitude) for name in names}
+    fns = {name: (partial(_NAME_TO_TRANSFORM_FUNC[name], clip, *args[name], fill=FILL),  # pytorchvideo, ours
+                  partial(UINT8_OPS[name], clip, *args[name], fill=FILL)) for name in names}
     # Every op's two functions are called in turn, one call each per pass over the ops (which of the two
     # goes first alternates: the second finds the clip in cache), and each keeps its best time: a slow
     # phase of a shared machine costs one sample of every op, not all of one op's.
@@ -80,7 +78,7 @@ def isolated(repeats: int, magnitude: float) -> None:
     for r in range(repeats + 1):  # pass 0 is the warm-up
         for name in names:
             for i in ((0, 1) if r % 2 else (1, 0)):
-                t = _ms(calls[name][1 + i])
+                t = _ms(fns[name][i])
                 if r > 0:
                     best[name][i] = min(best[name][i], t)
     print(f"\nisolated: one {tuple(clip.shape)} uint8 clip of the real clip, magnitude {magnitude:g}, "
@@ -90,10 +88,10 @@ def isolated(repeats: int, magnitude: float) -> None:
     print(head)
     print("-" * len(head))
     for name in names:
-        args, ref_fn, our_fn = calls[name]
+        ref_fn, our_fn = fns[name]
         diff = (ref_fn().int() - our_fn().int()).abs()
         t_ref, t_our = best[name]
-        shown = ", ".join(f"{a:.3g}" for a in args) if args else "-"
+        shown = ", ".join(f"{a:.3g}" for a in args[name]) if args[name] else "-"
         # Invert and Posterize are pytorchvideo's own functions in both columns.
         speedup = "same fn" if UINT8_OPS[name] is _NAME_TO_TRANSFORM_FUNC[name] else f"{t_ref / t_our:.1f}x"
         print(f"{name:<18}{shown:>16}{t_ref:>17.2f}{t_our:>10.2f}{speedup:>10}{int(diff.max()):>10}"

@@ -9,8 +9,11 @@ class LayerNorm2d(nn.Module):
     """LayerNorm over the channel dim of a (B, C, H, W) map.
 
     Matches the official ``regionvit/attention/attention2d.py::LayerNorm2d`` exactly: biased variance,
-    ``eps`` 1e-5 inside the square root, and affine parameters of shape (1, C, 1, 1) (so official
-    state_dicts load as they are). Written out with mean/var rather than ``F.layer_norm`` so that fvcore
+    ``eps`` inside the square root, and affine parameters of shape (1, C, 1, 1) (so official
+    state_dicts load as they are). The official module keeps ``eps`` in a float32 tensor, so the value
+    it adds is float32(1e-5) = 9.99999974738e-06 in every dtype; so does this one. In float32 that is the
+    same number as 1e-5; in float64 it is what makes the outputs equal the official code's to 1e-12
+    instead of 1e-8. Written out with mean/var rather than ``F.layer_norm`` so that fvcore
     counts no FLOPs for it, as it does not for the official module (the published FLOP numbers).
 
     Args:
@@ -22,6 +25,7 @@ class LayerNorm2d(nn.Module):
         super().__init__()
         self.channels = channels
         self.eps = eps
+        self._eps = torch.tensor(eps, dtype=torch.float32, device="cpu").item()  # the official float32 value
         self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
@@ -31,7 +35,7 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(1, keepdim=True)
-        std = torch.sqrt(x.var(1, unbiased=False, keepdim=True) + self.eps)
+        std = torch.sqrt(x.var(1, unbiased=False, keepdim=True) + self._eps)
         return (x - mean) / std * self.weight + self.bias
 
     def extra_repr(self) -> str:

@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# On a CPU with AVX-512 the tests marked `numerics` run a second time on the AVX2 kernel path, so both
+# kernel paths are covered whichever CPU runs the suite (auto | always | never).
+AVX2_KERNELS ?= auto
 
 .PHONY: install test demo bench clean
 
@@ -21,6 +24,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m regionvit_video.utils.machine --avx2-kernels $(AVX2_KERNELS) -- $(PY) -m pytest -q -m numerics $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m regionvit_video.demo

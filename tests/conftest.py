@@ -11,6 +11,27 @@ SHARED_VIDEOS = os.path.join(os.path.dirname(__file__), "data")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+_MACHINE: list[str] = []
+
+
+def pytest_sessionstart(session):
+    from regionvit_video.utils.machine import describe
+
+    _MACHINE[:] = describe()  # as the session starts (a test may change torch's threads later)
+
+
+def pytest_report_header(config):
+    """Name the machine in every report: float results depend on the CPU's kernels."""
+    return _MACHINE
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The same lines above the result line, where `-q` (which hides the header) still shows them."""
+    terminalreporter.write_sep("-", "machine")
+    for line in _MACHINE:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

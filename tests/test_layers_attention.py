@@ -69,40 +69,47 @@ def test_window_layout_round_trip_and_order():
         to_windows(regional, torch.randn(2, 4, 13, 17), ws=6)
 
 
-def _attn(ws=4, dim=64, heads=2):
-    attn = RelPosAttention(dim, num_heads=heads, window_size=ws).eval()
+# Two attention paths compared in float64: they are the same arithmetic in another order, so they differ
+# by rounding alone (~1e-15 here, on any CPU), and any difference in the computation shows above 1e-12.
+F64 = dict(rtol=0, atol=1e-12)
+
+
+def _attn(ws=4, dim=64, heads=2, dtype=torch.float32):
+    attn = RelPosAttention(dim, num_heads=heads, window_size=ws).eval().to(dtype)
     with torch.no_grad():
         attn.rel_pos.normal_(0, 1.0)  # large bias so that a wrong layout would show
     return attn
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("padded", [False, True])
 def test_sdpa_equals_explicit_softmax(padded, monkeypatch):
     monkeypatch.setattr(attention_module, "CPU_SDPA_MIN_TOKENS", 0)  # SDPA for every length when fused
     ws, nh, nw = 4, 2, 3
-    attn = _attn(ws)
+    attn = _attn(ws, dtype=torch.float64)
     mask = window_mask((nh, nw), ws, 1, 3) if padded else None
-    x = torch.randn(2 * nh * nw, 1 + ws * ws, 64)
+    x = torch.randn(2 * nh * nw, 1 + ws * ws, 64, dtype=torch.float64)
     with torch.no_grad():
         fused = attn(x, rel_pos=True, mask=mask, num_windows=nh * nw)
         attn.fused_attn = False
         plain = attn(x, rel_pos=True, mask=mask, num_windows=nh * nw)
         # regional attention path: no bias, no mask
-        r = torch.randn(2, 6, 64)
+        r = torch.randn(2, 6, 64, dtype=torch.float64)
         plain_r = attn(r)
         attn.fused_attn = True
         fused_r = attn(r)
-    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(fused_r, plain_r, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused, plain, **F64)
+    torch.testing.assert_close(fused_r, plain_r, **F64)
 
 
+@pytest.mark.numerics
 def test_short_cpu_sequences_take_the_explicit_path_with_sdpa_results(monkeypatch):
     """On CPU, sequences of <= CPU_SDPA_MIN_TOKENS tokens (the temporal attention) skip SDPA: same outputs
     and gradients as SDPA, which runs when the threshold is lowered."""
     torch.manual_seed(0)
-    attn = RelPosAttention(64, num_heads=2).eval()
+    attn = RelPosAttention(64, num_heads=2).eval().double()
     assert attention_module.CPU_SDPA_MIN_TOKENS >= 8
-    x = torch.randn(5, 8, 64)
+    x = torch.randn(5, 8, 64, dtype=torch.float64)
     calls = []
     real_sdpa = attention_module.F.scaled_dot_product_attention
 
@@ -119,24 +126,26 @@ def test_short_cpu_sequences_take_the_explicit_path_with_sdpa_results(monkeypatc
         out.square().sum().backward()
         results.append((out.detach(), xi.grad))
     assert len(calls) == 1  # only the lowered threshold went through SDPA
-    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(results[0][0], results[1][0], **F64)
+    torch.testing.assert_close(results[0][1], results[1][1], **F64)
 
 
+@pytest.mark.numerics
 def test_explicit_path_is_official_formula():
     """The explicit path is q k^T * scale + bias on the local block, masked entries replaced, softmax."""
     ws = 3
-    attn = _attn(ws, dim=32, heads=1)
+    attn = _attn(ws, dim=32, heads=1, dtype=torch.float64)
     attn.fused_attn = False
-    x = torch.randn(1, 1 + ws * ws, 32)
+    x = torch.randn(1, 1 + ws * ws, 32, dtype=torch.float64)
     q, k, v = attn.qkv(x).chunk(3, dim=-1)
     scores = q @ k.transpose(-2, -1) * 32**-0.5
     bias = attn.rel_pos[0][official_index_loop(ws)]
     scores[:, 1:, 1:] += bias
     expected = attn.proj(scores.softmax(-1) @ v)
-    torch.testing.assert_close(attn(x, rel_pos=True), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attn(x, rel_pos=True), expected, **F64)
 
 
+@pytest.mark.numerics
 def test_fully_masked_rows_are_finite_under_bf16_autocast():
     ws = 4
     attn = _attn(ws)

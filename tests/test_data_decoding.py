@@ -117,6 +117,43 @@ def test_decord_failure_falls_back_to_pyav(hostile):
         read_frames(hostile["tiny_16x16"], lambda n, fps: [0, 11], "decord", fallback=False)
 
 
+@pytest.mark.parametrize("size", [32, 48, 96])
+def test_small_h264_frames_equal_pyav_whichever_backend_reads_them(tmp_path, size):
+    """decord2 3.4.0's get_batch fails on some small widths, which ones depending on the CPU (48 on AVX2
+    and AVX-512 CPUs, 32 and 96 on AVX-512 ones): read_frames gives PyAV's frames either way."""
+    path = tmp_path / f"{size}x{size}.mp4"
+    write_video(path, _moving(6, size, size), fps=25)
+    frames, _, _ = read_frames(path, lambda n, fps: range(n), "decord")
+    np.testing.assert_array_equal(frames, _pyav_all_frames(str(path)))
+
+
+def test_decord_get_batch_failure_reads_with_pyav_and_warns_once_per_file(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import decord
+
+    def failing_get_batch(self, indices):  # what decord2 raises on such a width, on every call
+        raise decord.DECORDError("[12:00:00] /project/src/runtime/ndarray.cc:171: Check failed: from_size == "
+                                 "to_size (6144 vs. 3072) DECORDArrayCopyFromTo: The size must exactly match")
+
+    monkeypatch.setattr(decord.VideoReader, "get_batch", failing_get_batch)
+    monkeypatch.setattr(dec, "_FALLBACK_REPORTED", set())
+    paths = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for i, path in enumerate(paths):
+        write_video(path, _moving(5, 32, 32, seed=i), fps=25)
+    with caplog.at_level(logging.DEBUG, logger=dec.__name__):
+        for _ in range(3):
+            for path in paths:
+                frames, _, reader = read_frames(path, lambda n, fps: [0, 2, 4], "decord")
+                assert reader.backend == "pyav"
+                np.testing.assert_array_equal(frames, _pyav_all_frames(str(path))[[0, 2, 4]])
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2, warned  # once per file, not once per read
+    for path, message in zip(paths, warned):
+        assert message.startswith(str(path)) and "from_size == to_size" in message and "PyAV" in message
+    assert sum("decoded with PyAV instead" in r.getMessage() for r in caplog.records) == 6  # later reads: debug
+
+
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_hostile_corpus_good_cases_decode_and_bad_cases_fail_with_reason(hostile, backend):
     for case in GOOD_CASES + DAMAGED_CASES:

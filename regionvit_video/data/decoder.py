@@ -5,12 +5,16 @@ Only the frames a clip needs are decoded: ``reader.get_frames(indices)`` hands d
 for (duplicates included). One reader is opened per dataset item and closed right after
 (``with open_video(...) as reader``), which keeps memory flat over many reads.
 
-decord quirks guarded here (docs/dependencies.md §2-3, decord #91 #195 #373):
+decord quirks guarded here (decord #91 #195 #373; datasets/README.md "Decoding"):
 - ``len(vr)`` can over-report the frame count by one or two: indices are clamped, and when
   ``get_batch`` fails on indices near the end, the tail indices are pulled back frame by frame
   (up to ``_MAX_TAIL_BACKOFF`` frames) and the frame count is corrected.
 - A file decord cannot open (or decode) but PyAV can is read with PyAV automatically
-  (``fallback=True``), and a file neither can read raises :class:`DecodeError` with the reason.
+  (``fallback=True``), and a file neither can read raises :class:`DecodeError` with the reason. The
+  fallback is logged as a warning once per file and process (then at debug level): decord2 3.4.0's
+  ``get_batch`` fails on every read of H.264 files of some small frame widths, which depend on the
+  CPU ("Check failed: from_size == to_size"; widths 16, 24, 48, 72 on AVX2 CPUs, 32, 48, 96 on
+  AVX-512 ones), and PyAV gives the same frames.
 
 Time bound (DATA.DECODE_TIMEOUT). Two levels, both per dataset item:
 1. Soft bound, :func:`time_limit`: a ``SIGALRM`` interval timer in the main thread of the process
@@ -71,6 +75,8 @@ _STARTED = time.monotonic()
 # The dead worker(s) in torch's "DataLoader worker (pid 12) exited unexpectedly with exit code 1"
 # (SIGCHLD handler) and "DataLoader worker (pid(s) 12, 13) exited unexpectedly" (queue check).
 _DEAD_WORKERS = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) exited unexpectedly")
+# Files this process has already reported falling back to PyAV for (see _log_fallback).
+_FALLBACK_REPORTED: set[str] = set()
 
 
 class DecodeError(RuntimeError):
@@ -348,7 +354,7 @@ class PyAVReader(VideoReader):
             self._container.seek(0)
             for i, frame in enumerate(self._container.decode(self._stream)):
                 if i in wanted:
-                    got[i] = frame.to_ndarray(format="rgb24")
+                    got[i] = _rgb(frame)
                 previous = frame
                 if i >= last:
                     break
@@ -361,7 +367,7 @@ class PyAVReader(VideoReader):
         if not got:
             if previous is None:
                 raise DecodeError(self.path, "PyAV decoded no frames")
-            got[int(unique[0])] = previous.to_ndarray(format="rgb24")
+            got[int(unique[0])] = _rgb(previous)
         # Indices past the real end (over-reported length) repeat the last decoded frame.
         out, last_frame = [], None
         for i in unique.tolist():
@@ -376,6 +382,21 @@ class PyAVReader(VideoReader):
         container, self._container = getattr(self, "_container", None), None
         if container is not None:
             container.close()
+
+
+def _rgb(frame) -> np.ndarray:
+    """A decoded PyAV frame as (H, W, 3) uint8 RGB. One conversion thread: the loader's workers are the
+    parallelism, and PyAV's default (one thread per core) would oversubscribe them."""
+    return frame.to_ndarray(format="rgb24", threads=1)
+
+
+def _log_fallback(path: str, reason: str, action: str) -> None:
+    """Warn once per file and process that decord failed on it and PyAV reads it; later reads log at debug."""
+    if path in _FALLBACK_REPORTED:
+        logger.debug("%s: %s; %s", path, reason, action)
+        return
+    _FALLBACK_REPORTED.add(path)
+    logger.warning("%s: %s; %s (reported once per file; see 'Decoding' in datasets/README.md)", path, reason, action)
 
 
 _READERS = {"decord": DecordReader, "pyav": PyAVReader}
@@ -403,7 +424,7 @@ def open_video(path: str | os.PathLike, backend: Backend = "decord", *, num_thre
             reader = PyAVReader(path, num_threads=num_threads)
         except DecodeError as e2:
             raise DecodeError(path, f"{e.reason}; PyAV fallback: {e2.reason}") from None
-        logger.info("%s: %s; decoding with PyAV instead", path, e.reason)
+        _log_fallback(path, e.reason, "decoding with PyAV instead")
         return reader
 
 
@@ -441,7 +462,7 @@ def read_frames(path: str | os.PathLike, indices_fn, backend: Backend = "decord"
                     frames = reader.get_frames(indices)
                 except DecodeError as e2:
                     raise DecodeError(path, f"{e.reason}; PyAV fallback: {e2.reason}") from None
-                logger.info("%s: %s; decoded with PyAV instead", path, e.reason)
+                _log_fallback(path, e.reason, "decoded with PyAV instead")
         finally:
             reader.close()
     return frames, np.clip(indices, 0, reader.num_frames - 1), reader

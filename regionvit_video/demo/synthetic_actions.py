@@ -32,8 +32,13 @@ Layout written by :func:`make_synthetic_actions` (paths in the CSVs are relative
     root/{train,val,test}/<class>/<split>_<index>.mp4
     root/manifest.json                    the generation parameters (written last)
 
-Sizes: decord2 3.4.0 cannot read H.264 files whose width is 16, 24, 48 or 72 pixels (its frame copy
-fails with "The size must exactly match"); 32, 40, 56, 64, 80, 96 and 112 read fine.
+Sizes: decord2 3.4.0 cannot read H.264 files of some small widths, which ones depending on the CPU
+(16, 24, 48, 72 on AVX2 CPUs; 32, 48, 96 on AVX-512 ones): the loader then reads them with PyAV (same
+frames, slower). The demo's 64 pixels read with decord on both.
+
+Reproducible: the same parameters give the same files byte for byte on a machine (whatever ``workers``
+is): drawing uses only the clip's own generators, RGB -> YUV is integer arithmetic
+(:func:`regionvit_video.data.video_writer.rgb_to_yuv420p`) and x264 runs single-threaded.
 """
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ from regionvit_video.data.video_writer import write_video
 _logger = logging.getLogger(__name__)
 
 # Bump whenever drawing or sampling changes: the manifest keys on it, so old folders regenerate.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 CLASS_NAMES: tuple[str, ...] = (
     "move_left",
@@ -340,7 +345,8 @@ def render_clip(spec: ClipSpec, return_mask: bool = False, supersample: int = 2)
     return (frames, mask) if return_mask else frames
 
 
-# x264 settings: single-threaded (bit-identical files from run to run), near-lossless quality.
+# x264 settings: single-threaded (bit-identical files from run to run), near-lossless quality. (The
+# frames reach x264 already in yuv420p, see write_video, not through swscale's CPU-dependent SIMD code.)
 _X264_OPTIONS = {"crf": "16", "preset": "veryfast", "threads": "1"}
 
 

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import pickle
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +21,9 @@ class UnsafeCheckpointError(RuntimeError):
 class CheckpointReadError(RuntimeError):
     """A checkpoint file cannot be read at all: empty, truncated, or not a torch checkpoint file."""
 
+
+# Errors of the storage rather than of the program: a full disk or quota, no permission, a read-only filesystem.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 
 # A torch checkpoint is a zip archive (torch >= 1.6) or a legacy pickle stream (protocol 2 to 5).
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -72,28 +78,56 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
                                   f"file): {type(e).__name__}: {e}") from e
 
 
+class WriteError(OSError):
+    """A file could not be written (full disk, quota, permission, read-only filesystem); the message names
+    the file and what is left on its filesystem. Nothing was replaced: the previous file, if any, is intact."""
+
+
+def _write_error(path: Path, error: OSError) -> WriteError:
+    try:
+        usage = shutil.disk_usage(path.parent)
+        space = f"{usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB on that filesystem"
+    except OSError:
+        space = "free space unknown"
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return WriteError(error.errno, f"cannot write {path}: {reason} ({space}); nothing was replaced, the "
+                                   f"previous files in {path.parent} are intact")
+
+
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], None]) -> None:
     """Write a file through ``write_fn(tmp_path)`` then rename it into place.
 
     A crash or kill during the write leaves the previous file (if any) intact; readers never see a
-    partial file.
+    partial file. A write that fails for lack of space, quota or permission removes its partial file
+    and raises :class:`WriteError` naming the file and the free space left.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # Mode 0o666 less the umask, as open() gives (tempfile.mkstemp would make every output 0600).
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
+        # Mode 0o666 less the umask, as open() gives (tempfile.mkstemp would make every output 0600).
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         write_fn(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        error = e if isinstance(e, OSError) else e.__cause__ or e.__context__
+        if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS and not isinstance(e, WriteError):
+            raise _write_error(path, error) from e
         raise
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through :func:`atomic_write`."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through :func:`atomic_write`.
+
+    Saved through a Python file object: torch's own path writer turns a failed write into a bare
+    RuntimeError, which would lose the reason (e.g. ENOSPC).
+    """
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)

@@ -7,13 +7,14 @@
         --rdzv_endpoint HOST0:29500 run_net.py --cfg ...                                    # 2 machines
 
 Jobs run in order when enabled: TRAIN (with per-epoch single-view validation), TEST (multi-view,
-the reportable number), FEATURES (feature extraction), DEMO (top-k classes of one video).
+the reportable number), FEATURES (feature extraction), PREDICT (top-k classes of one video); each is a
+function of ``(cfg, dist_info)`` in :mod:`regionvit_video.engine`.
 TRAIN.ENABLE and TEST.ENABLE default to True, except in an inference job: with FEATURES.ENABLE or
-DEMO.ENABLE True they are off unless set explicitly (in the YAML chain or on the command line), so
+PREDICT.ENABLE True they are off unless set explicitly (in the YAML chain or on the command line), so
 
     python run_net.py --cfg configs/k400_regionvit_m.yaml FEATURES.ENABLE True FEATURES.INPUT videos/ \
         TEST.CHECKPOINT_FILE_PATH ck.pyth
-    python run_net.py --cfg configs/k400_regionvit_m.yaml DEMO.ENABLE True DEMO.INPUT v.mp4 \
+    python run_net.py --cfg configs/k400_regionvit_m.yaml PREDICT.ENABLE True PREDICT.INPUT v.mp4 \
         TEST.CHECKPOINT_FILE_PATH ck.pyth
 
 only extract features / predict (add ``TEST.ENABLE True`` to also test); the log says so.
@@ -26,12 +27,13 @@ import logging
 import sys
 
 import regionvit_video  # noqa: F401  (installs the pytorchvideo import shim first)
-from regionvit_video.config.load import ConfigError, config_from_args, parse_args, save_config
-from regionvit_video.data import DatasetFormatError, DecodeTimeout
+from regionvit_video.config.load import ConfigError, config_from_args, parse_args
+from regionvit_video.data import DatasetFormatError, DecodeTimeout, build_eval_dataset
 from regionvit_video.engine import (NoCheckpointError, TooManyBadVideosError, TrainingDivergedError,
-                                    cleanup_distributed, init_distributed, test, train)
+                                    cleanup_distributed, init_distributed, multiview_test, setup_run, train)
 from regionvit_video.engine.checkpoint import CheckpointFormatError
-from regionvit_video.engine.log import setup_logging
+from regionvit_video.engine.features import extract_features
+from regionvit_video.engine.predict import predict
 from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
 
 logger = logging.getLogger("regionvit_video.run_net")
@@ -50,29 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dist_info = init_distributed(cfg.DEVICE, cfg.DIST_BACKEND, init_method=args.init_method,
                                  shard_id=args.shard_id, num_shards=args.num_shards)
-    setup_logging(cfg.OUTPUT_DIR if dist_info.is_main else None, rank=dist_info.rank)
-    if dist_info.is_main:
-        save_config(cfg)  # the resolved config of this invocation: OUTPUT_DIR/config.yaml
+    setup_run(cfg, dist_info)  # logging, and the resolved config of this invocation: OUTPUT_DIR/config.yaml
     logger.info("%s on %s, process %d of %d", args.cfg_file, dist_info.device, dist_info.rank, dist_info.world_size)
     for note in notes:
         logger.info("%s", note)
     try:
         if cfg.TRAIN.ENABLE and cfg.TEST.ENABLE:
-            from regionvit_video.data import build_dataset
-
-            build_dataset(cfg, "test")  # a bad line in the test list stops the run now, not after training
+            build_eval_dataset(cfg, "test")  # a bad line in the test list stops the run now, not after training
         if cfg.TRAIN.ENABLE:
             train(cfg, dist_info)
         if cfg.TEST.ENABLE:
-            test(cfg, dist_info)
+            multiview_test(cfg, dist_info)
         if cfg.FEATURES.ENABLE:
-            from regionvit_video.engine.features import run_feature_extraction
-
-            run_feature_extraction(cfg)
-        if cfg.DEMO.ENABLE and dist_info.is_main:
-            from regionvit_video.engine.predict import run_demo
-
-            run_demo(cfg)
+            extract_features(cfg, dist_info)
+        if cfg.PREDICT.ENABLE:
+            predict(cfg, dist_info)
     except _CLEAN_ERRORS as e:
         logger.error("%s: %s", type(e).__name__, e)
         return 1

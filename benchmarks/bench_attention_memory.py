@@ -31,7 +31,7 @@ def stage_geometry(size: int, variant: str = "regionvit_small") -> list[dict]:
 
     with torch.device("meta"):
         model = create_model(variant)
-        maps = model.forward_features(torch.empty(1, 3, size, size), detection=True)
+        maps = model.forward_intermediates(torch.empty(1, 3, size, size), intermediates_only=True)
         regional = model.cls_token(torch.empty(1, 3, size, size))
     rh, rw = regional.shape[-2:]
     out = []

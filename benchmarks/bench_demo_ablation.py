@@ -55,7 +55,7 @@ def register_no_temporal(arch: str) -> str:
 
     build.__name__ = name
     build.__doc__ = f"{arch} with the temporal attention switched off (temporal_fc and time_embed frozen at 0)."
-    register_model(build)
+    register_model(build, kind="video")
     return name
 
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from regionvit_video.config.load import load_config
-    from regionvit_video.engine import test, train
+    from regionvit_video.engine import multiview_test, setup_run, train
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)
@@ -106,8 +106,9 @@ def main(argv=None) -> int:
             opts += ["SOLVER.MAX_EPOCH", str(args.epochs)]
         cfg = load_config(args.cfg, opts)
         t = time.perf_counter()
+        setup_run(cfg)
         result = train(cfg)
-        test(cfg, checkpoint=result.last_checkpoint)
+        multiview_test(cfg, checkpoint=result.last_checkpoint)
         m = pair_metrics(out / "test_predictions.csv")
         table.append((arch, m, time.perf_counter() - t))
 

@@ -39,9 +39,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from regionvit_video.config.load import load_config
-    from regionvit_video.engine import test
+    from regionvit_video.engine import multiview_test
     from regionvit_video.engine.build import build_model
-    from regionvit_video.engine.features import run_feature_extraction
+    from regionvit_video.engine.features import extract_features
 
     torch.set_num_threads(args.threads)
     out = Path(args.output)
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     rows = []
     t = time.perf_counter()
-    test(load_config(None, base + ["OUTPUT_DIR", str(out / "test")]))
+    multiview_test(load_config(None, base + ["OUTPUT_DIR", str(out / "test")]))
     rows.append(("test (engine.tester)", args.videos, time.perf_counter() - t, ""))
     for mode in ("video", "clips"):
         shutil.rmtree(out / mode, ignore_errors=True)
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
                                          "FEATURES.INPUT", data["test_csv"], "FEATURES.MODE", mode,
                                          "FEATURES.WINDOW", str(args.video_frames // 3),
                                          "FEATURES.STRIDE", str(args.video_frames // 6)])
-        res = run_feature_extraction(fcfg)
+        res = extract_features(fcfg)
         extra = ""
         if mode == "clips":
             windows = 1 + (args.video_frames - args.video_frames // 3) // (args.video_frames // 6)

@@ -5,7 +5,7 @@ For every model (default: regionvit_video_small, regionvit_video_medium, timesfo
 batch 1) and a large fp32 matmul as the machine's reference rate, on the same number of threads:
 
 - params and fvcore GFLOPs (fvcore convention: one multiply-add = one FLOP; SDPA counted with
-  ``regionvit_video.layers.flops.sdpa_flop_jit``, LayerNorm not counted, as in the papers' tables);
+  ``regionvit_video.utils.flops.sdpa_flop_jit``, LayerNorm not counted, as in the papers' tables);
 - forward latency (eval, no grad) and the achieved GFLOP/s as a fraction of the matmul rate (the matmul
   rate is counted the same way, n^3 multiply-adds per n x n x n product);
 - train-step latency: forward + cross-entropy + backward + AdamW step (train mode);
@@ -95,21 +95,13 @@ def _worker_matmul(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _fvcore_gflops(model, x) -> tuple[float, dict[str, float]]:
-    """fvcore total and per-operator GFLOPs in eval mode, SDPA counted, LayerNorm not counted.
-
-    (fvcore 0.1.5's ``set_op_handle(name, None)`` does not remove a default handle, so LayerNorm is
-    given a handle that counts 0 instead.)
-    """
+    """fvcore total and per-operator GFLOPs in eval mode, SDPA counted, LayerNorm not counted."""
     import torch
-    from fvcore.nn import FlopCountAnalysis
 
-    from regionvit_video.layers.flops import sdpa_flop_jit
+    from regionvit_video.utils.flops import flop_count_analysis
 
     with torch.no_grad():
-        fca = FlopCountAnalysis(model.eval(), x)
-        fca.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
-        fca.set_op_handle("aten::layer_norm", lambda inputs, outputs: 0)
-        fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        fca = flop_count_analysis(model.eval(), x, count_layer_norm=False)
         by_op = {k: v / 1e9 for k, v in fca.by_operator().items() if v}
     return sum(by_op.values()), by_op
 

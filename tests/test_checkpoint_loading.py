@@ -10,7 +10,7 @@ import torch
 
 from regionvit_video.layers import rel_pos_index
 from regionvit_video.models import create_model, load_pretrained
-from regionvit_video.models.checkpoint import resize_rel_pos_table
+from regionvit_video.models.regionvit import resize_rel_pos_table
 from regionvit_video.utils.io import UnsafeCheckpointError
 
 

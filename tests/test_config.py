@@ -120,6 +120,13 @@ def test_command_line_forms(tmp_path):
     (["SOLVER.BASE_LR", "-0.1"], r"SOLVER\.BASE_LR: must be > 0"),
     (["MODEL.ARCH", "regionvit_video_smal"],
      r"MODEL\.ARCH: 'regionvit_video_smal' is not a registered model; did you mean regionvit_video_small"),
+    (["MODEL.ARCH", "regionvit_small"], r"MODEL\.ARCH: 'regionvit_small' is an image model .*its video version "
+                                        r"is regionvit_video_small; video models: regionvit_video_base, .*timesformer"),
+    (["FEATURES.MODE", "clip"], r"FEATURES\.MODE: must be one of 'video', 'clips', got 'clip'"),
+    (["FEATURES.DTYPE", "fp16"], r"FEATURES\.DTYPE: must be one of 'float32', 'float16'"),
+    (["FEATURES.WINDOW", "0"], r"FEATURES\.WINDOW: must be >= 1"),
+    (["FEATURES.STRIDE_UNIT", "minutes"], r"FEATURES\.STRIDE_UNIT: must be one of 'frames', 'seconds'"),
+    (["MODEL.TEMPORAL_INIT", "mean"], r"MODEL\.TEMPORAL_INIT: must be one of 'zero', 'copy'"),
     (["TRAIN.BATCH_SIZE", "0"], r"TRAIN\.BATCH_SIZE: must be >= 1"),
     (["TEST.BATCH_SIZE", "0"], r"TEST\.BATCH_SIZE: must be >= 1"),
     (["TRAIN.MIXED_PRECISION", "fp8"], r"TRAIN\.MIXED_PRECISION: must be one of 'none', 'bf16', 'fp16'"),
@@ -140,6 +147,15 @@ def test_impossible_values_are_rejected_naming_the_key(opts, message):
     with pytest.raises(ConfigError, match=message) as e:
         load_config(None, _no_jobs(*opts))
     assert "set at command line" in str(e.value)
+
+
+def test_renamed_keys_name_their_new_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"command line \(DEMO\.ENABLE True\): config key DEMO\.ENABLE was renamed "
+                                          r"PREDICT\.ENABLE"):
+        load_config(None, ["DEMO.ENABLE", "True"])
+    old = _write(tmp_path / "old.yaml", "DEMO:\n  TOP_K: 3\n")
+    with pytest.raises(ConfigError, match=r"old\.yaml, line 1: config key DEMO was renamed PREDICT"):
+        load_config(old)
 
 
 def test_all_problems_reported_at_once():
@@ -234,16 +250,16 @@ def test_inference_jobs_turn_training_and_testing_off_unless_set_explicitly(tmp_
     assert len(notes) == 1 and "FEATURES.ENABLE is True: TRAIN.ENABLE and TEST.ENABLE set to False" in notes[0]
     monkeypatch.setattr(logging.getLogger("regionvit_video"), "propagate", True)  # setup_logging turns it off
     with caplog.at_level("INFO", logger="regionvit_video"):
-        cfg = load_config(None, ["DEMO.ENABLE", "True", "DEMO.INPUT", str(REPO / "tests/data/realshort.mp4")])
+        cfg = load_config(None, ["PREDICT.ENABLE", "True", "PREDICT.INPUT", str(REPO / "tests/data/realshort.mp4")])
     assert not cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE
-    assert "DEMO.ENABLE is True: TRAIN.ENABLE and TEST.ENABLE set to False" in caplog.text
+    assert "PREDICT.ENABLE is True: TRAIN.ENABLE and TEST.ENABLE set to False" in caplog.text
 
     # Set explicitly on the command line, or anywhere in the YAML chain: kept.
     cfg = load_config(None, [*feats, "TEST.ENABLE", "True"], check_paths=False, notes=notes)
     assert cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE
     assert notes[-1].endswith("TRAIN.ENABLE True is set explicitly)")
     base = _write(tmp_path / "base.yaml", "TRAIN:\n  ENABLE: True\n")
-    child = _write(tmp_path / "child.yaml", "_BASE_: base.yaml\nDEMO:\n  ENABLE: True\n")
+    child = _write(tmp_path / "child.yaml", "_BASE_: base.yaml\nPREDICT:\n  ENABLE: True\n")
     cfg = load_config(child, check_paths=False)
     assert cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE
     # Not an inference job: the defaults stand and nothing is noted.

@@ -13,7 +13,7 @@ from hostile_corpus import GOOD_CASES, make_hostile_videos
 from regionvit_video.config.defaults import get_cfg
 from regionvit_video.data import (DatasetFormatError, ResumableSampler, append_bad_video, build_batch_transform,
                                   build_dataset, build_loader, collate_videos, read_kinetics_csv)
-from regionvit_video.data.testing import make_kinetics_folder, make_ssv2_folder
+from tiny_datasets import make_kinetics_folder, make_ssv2_folder
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Decoding: decord vs PyAV pixel identity, codecs, fallbacks, length guard, time bound, flat memory."""
+"""Decoding: decord vs PyAV pixel identity, codecs, fallbacks, length guard, time bound, flat memory; and the
+video writer the test videos come from."""
 import os
 import re
 import signal
@@ -297,3 +298,16 @@ def test_other_worker_deaths_are_not_called_a_decode_timeout(tmp_path):
     # Not a dead-worker error, or a dead worker without a record: returns (the caller re-raises).
     assert dec.hard_bound_timeout(RuntimeError("CUDA out of memory")) is None
     assert dec.hard_bound_timeout(RuntimeError("DataLoader worker (pid(s) 1, 2) exited unexpectedly")) is None
+
+
+@pytest.mark.parametrize("name,codec", [("a.mp4", "libx264"), ("b.webm", "libvpx-vp9"), ("c.avi", "mpeg4")])
+def test_write_video_round_trip(tmp_path, name, codec):
+    rng = np.random.default_rng(0)
+    frames = np.repeat(rng.integers(0, 255, (5, 1, 1, 3), dtype=np.uint8), 32, axis=1).repeat(48, axis=2)
+    path = tmp_path / name
+    write_video(path, frames, fps=10, codec=codec)
+    with av.open(str(path)) as c:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    assert decoded.shape == (5, 32, 48, 3)
+    # flat colour frames survive lossy coding within a few levels
+    assert np.abs(decoded.astype(int) - frames.astype(int)).mean() < 6

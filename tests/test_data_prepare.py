@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from regionvit_video.data import read_kinetics_csv
-from regionvit_video.data.testing import class_clip, make_kinetics_folder, make_ssv2_folder
 from regionvit_video.data.video_writer import write_video
+from tiny_datasets import class_clip, make_kinetics_folder, make_ssv2_folder
 
 REPO = Path(__file__).resolve().parents[1]
 

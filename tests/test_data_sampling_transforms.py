@@ -1,11 +1,16 @@
-"""Frame sampling rules, training augmentation, test views and video mixup."""
+"""Frame sampling rules (clips and sliding windows), training augmentation, test views and video mixup, and the
+pytorchvideo import shim they rely on."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from regionvit_video.config.defaults import get_cfg
 from regionvit_video.data.mixup import VideoMixup, build_mixup
-from regionvit_video.data.sampling import clip_indices, dense_indices, uniform_indices
+from regionvit_video.data.sampling import (clip_indices, dense_indices, sliding_windows, stride_in_frames,
+                                            uniform_indices)
 from regionvit_video.data.transforms import BatchNormalize, TrainTransform, eval_views
 
 MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
@@ -70,9 +75,40 @@ def test_clip_indices_rejects_unknown_sampling():
         clip_indices("random", 10, 8, train=False)
 
 
+def test_sliding_window_counts():
+    for length in range(1, 40):
+        idx, bounds = sliding_windows(length, window=8, stride=3, num_frames=4)
+        expected = 1 if length < 8 else 1 + (length - 8) // 3
+        assert len(idx) == len(bounds) == expected
+        assert idx.min() >= 0 and idx.max() < length
+        assert (bounds[:, 1] <= length).all() and (np.diff(bounds[:, 0]) == 3).all()
+        assert (idx >= bounds[:, :1]).all() and (idx < bounds[:, 1:]).all()
+    assert stride_in_frames(0.5, "seconds", 30.0) == 15
+    with pytest.raises(ValueError, match="STRIDE_UNIT"):
+        stride_in_frames(1, "minutes", 30.0)
+
+
 # ---------------------------------------------------------------------------------------------- #
 # Transforms
 # ---------------------------------------------------------------------------------------------- #
+def test_pytorchvideo_transforms_import_with_shim():
+    import pytorchvideo.transforms as T
+
+    assert "torchvision.transforms.functional_tensor" in sys.modules
+    video = torch.rand(3, 4, 32, 48)
+    out = T.ShortSideScale(16)(video)
+    assert out.shape == (3, 4, 16, 24)
+
+
+def test_importing_pytorchvideo_prints_no_script_method_warning():
+    """The shim silences exactly pytorchvideo's torch.jit.script_method FutureWarning (every run_net.py call
+    printed it); other FutureWarnings still show."""
+    code = ("import warnings, regionvit_video, pytorchvideo.transforms\n"
+            "warnings.warn('another FutureWarning', FutureWarning)")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "script_method" not in err and "another FutureWarning" in err
+
+
 def _coord_video(t, h, w):
     """uint8 (T, H, W, 3): channel 0 = column, channel 1 = row, channel 2 = frame."""
     ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")

@@ -191,7 +191,7 @@ def test_make_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
     assert 0.0 <= summary["test_top1"] <= 100.0 and os.path.isfile(summary["checkpoint"])
     index = open(os.path.join(summary["features_dir"], "index.csv")).read().splitlines()
     assert len(index) == 1 + 8  # header + one test video per class
-    assert json.loads((out / "demo_prediction.json").read_text())["top_k"][0]["class"] in CLASS_NAMES
+    assert json.loads((out / "prediction.json").read_text())["top_k"][0]["class"] in CLASS_NAMES
     assert (out / "test_results.json").is_file()
     printed = capsys.readouterr().out
     assert "test top-1" in printed and str(out / "training_curves.png") in printed

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-import regionvit_video.engine.trainer as trainer_mod
 from regionvit_video.config import load_config
 from regionvit_video.data import DecodeTimeout, VideoDataset
 from regionvit_video.data import decoder as dec
-from regionvit_video.data.testing import make_kinetics_folder
-from regionvit_video.engine import NoCheckpointError, TooManyBadVideosError, TrainingDivergedError, test, train
+from regionvit_video.engine import (NoCheckpointError, TooManyBadVideosError, TrainingDivergedError,
+                                    multiview_test, resolve_inference_weights, setup_run)
 from regionvit_video.engine import checkpoint as ck
-from regionvit_video.engine.tester import resolve_test_checkpoint
+from regionvit_video.engine import train as _train
 from regionvit_video.utils.io import safe_torch_load
+from tiny_datasets import make_kinetics_folder
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,6 +58,12 @@ def tiny_cfg(dataset, out_dir, *extra):
             "TRAIN.CHECKPOINT_ITER_PERIOD", "2", "TRAIN.CHECKPOINT_KEEP", "0", "LOG_PERIOD", "1",
             "TEST.SPLIT", "test5", "TEST.NUM_SPATIAL_CROPS", "3", "OUTPUT_DIR", str(out_dir), *extra]
     return load_config(None, [str(o) for o in opts])
+
+
+def train(cfg, **kwargs):
+    """Training as run_net.py runs it: logging and OUTPUT_DIR/config.yaml set up first."""
+    setup_run(cfg)
+    return _train(cfg, **kwargs)
 
 
 def final_state(out_dir):
@@ -121,7 +127,7 @@ def test_training_writes_logs_checkpoints_and_curves(reference_run):
 def test_multiview_test_writes_results(reference_run, dataset):
     out, result = reference_run
     cfg = tiny_cfg(dataset, out, "TRAIN.ENABLE", "False")
-    res = test(cfg)
+    res = multiview_test(cfg)
     saved = json.loads((out / "test_results.json").read_text())
     assert saved == json.loads(json.dumps(res))
     assert saved["checkpoint"] == str(result.last_checkpoint)
@@ -181,19 +187,8 @@ def test_killed_twice_then_rerun_gives_identical_weights(reference_run, dataset,
     assert_same_final_weights(reference_run[0], out)
 
 
-def test_nan_loss_stops_naming_the_iteration_and_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
-    real = trainer_mod.build_train_loss
-
-    def nan_on_third_call(cfg, mixup_enabled):
-        crit, calls = real(cfg, mixup_enabled), []
-
-        def loss(logits, target):
-            calls.append(1)
-            value = crit(logits, target)
-            return value * float("nan") if len(calls) == 3 else value
-        return loss
-
-    monkeypatch.setattr(trainer_mod, "build_train_loss", nan_on_third_call)
+def test_nan_loss_stops_naming_the_iteration_and_keeps_last_checkpoint(dataset, tmp_path, corrupt_loss):
+    corrupt_loss(float("nan"), call=3)
     out = tmp_path / "nan"
     with pytest.raises(TrainingDivergedError, match=r"loss is nan at epoch 1, iteration 3/3 .*Last good checkpoint: "
                                                     r".*checkpoint_epoch_00001-iter_000002\.pyth"):
@@ -270,11 +265,11 @@ def test_test_without_any_checkpoint_is_an_error(dataset, tmp_path):
     cfg = load_config(None, [*map(str, dataset["cfg_opts"]), "TRAIN.ENABLE", "False", "OUTPUT_DIR", str(tmp_path)],
                       check_paths=False)
     with pytest.raises(NoCheckpointError, match="refusing to test an untrained model"):
-        resolve_test_checkpoint(cfg)
+        resolve_inference_weights(cfg)
     cfg2 = load_config(None, [*map(str, dataset["cfg_opts"]), "OUTPUT_DIR", str(tmp_path),
                               "TEST.CHECKPOINT_FILE_PATH", str(tmp_path / "gone.pyth")], check_paths=False)
     with pytest.raises(NoCheckpointError, match=r"TEST\.CHECKPOINT_FILE_PATH: checkpoint .*gone\.pyth does not exist"):
-        test(cfg2)
+        multiview_test(cfg2)
 
 
 def test_resume_skips_a_damaged_newest_checkpoint_cleans_tmp_files_and_validation_counts_failures(

@@ -149,10 +149,10 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path, monkey
     ck.save_checkpoint(good, model_state={"w": torch.arange(4.0)}, epoch=1)
     real_save = torch.save
 
-    def dying_save(obj, f, *args, **kwargs):
+    def dying_save(obj, f, *args, **kwargs):  # f: the open temporary file
         real_save(obj, f, *args, **kwargs)
-        with open(f, "r+b") as fh:  # leave a half-written file behind, then die
-            fh.truncate(os.path.getsize(f) // 2)
+        f.flush()
+        f.truncate(f.tell() // 2)  # leave a half-written file behind, then die
         os.kill(os.getpid(), signal.SIGKILL)
 
     pid = os.fork()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from regionvit_video.config.load import load_config
+from regionvit_video.data import list_videos
 from regionvit_video.data.decoder import read_frames
 from regionvit_video.data.sampling import uniform_indices
 from regionvit_video.data.transforms import eval_views
@@ -69,7 +70,7 @@ def test_video_mode_features_equal_forward_features(setup, tmp_path):
     out = tmp_path / "out"
     cfg = _cfg(setup["root"], out, "TEST.NUM_ENSEMBLE_VIEWS", "2", "TEST.NUM_SPATIAL_CROPS", "3",
                "FEATURES.KEEP_VIEWS", "True", inp=setup["videos"], ckpt=setup["ckpt"])
-    res = F.run_feature_extraction(cfg)
+    res = F.extract_features(cfg)
     assert res["num_extracted"] == 4 and res["num_failed"] == 0
     index = _read_csv(out / "features" / "index.csv")
     assert len(index) == 4
@@ -88,7 +89,7 @@ def test_video_mode_features_equal_forward_features(setup, tmp_path):
     cfg = _cfg(setup["root"], out, "TEST.NUM_ENSEMBLE_VIEWS", "2", "TEST.NUM_SPATIAL_CROPS", "3",
                "FEATURES.DTYPE", "float16", "FEATURES.STAGE_FEATURES", "True", inp=setup["videos"],
                ckpt=setup["ckpt"])
-    res = F.run_feature_extraction(cfg)
+    res = F.extract_features(cfg)
     assert res["num_extracted"] == 4 and res["num_skipped"] == 0
     row = _read_csv(out / "features" / "index.csv")[0]
     stored = np.load(out / "features" / row["feature"])
@@ -100,19 +101,6 @@ def test_video_mode_features_equal_forward_features(setup, tmp_path):
     assert json.loads((out / "features" / "extraction.json").read_text())["dtype"] == "float16"
 
 
-def test_sliding_window_counts():
-    for length in range(1, 40):
-        idx, bounds = F.sliding_windows(length, window=8, stride=3, num_frames=4)
-        expected = 1 if length < 8 else 1 + (length - 8) // 3
-        assert len(idx) == len(bounds) == expected
-        assert idx.min() >= 0 and idx.max() < length
-        assert (bounds[:, 1] <= length).all() and (np.diff(bounds[:, 0]) == 3).all()
-        assert (idx >= bounds[:, :1]).all() and (idx < bounds[:, 1:]).all()
-    assert F.stride_in_frames(0.5, "seconds", 30.0) == 15
-    with pytest.raises(ValueError, match="STRIDE_UNIT"):
-        F.stride_in_frames(1, "minutes", 30.0)
-
-
 @pytest.mark.parametrize("stride,unit,expected_k,stride_frames", [("5", "frames", 6, 5), ("0.5", "seconds", 2, 15)])
 def test_clips_mode_windows_follow_length_and_stride(setup, tmp_path, stride, unit, expected_k, stride_frames):
     folder = tmp_path / "in"
@@ -122,7 +110,7 @@ def test_clips_mode_windows_follow_length_and_stride(setup, tmp_path, stride, un
     cfg = _cfg(setup["root"], out, "FEATURES.MODE", "clips", "FEATURES.WINDOW", "8", "FEATURES.STRIDE", stride,
                "FEATURES.STRIDE_UNIT", unit, "TEST.NUM_SPATIAL_CROPS", "3", "FEATURES.BATCH_SIZE", "4",
                inp=folder, ckpt=setup["ckpt"])
-    F.run_feature_extraction(cfg)
+    F.extract_features(cfg)
     stored = np.load(out / "features" / "clip.npy")
     assert stored.shape == (expected_k, 256)  # 1 + (36 - 8) // stride windows
     windows = _read_csv(out / "features" / "clip.windows.csv")
@@ -145,7 +133,7 @@ def test_killed_run_resumes_without_recomputing(setup, tmp_path, monkeypatch):
     out = tmp_path / "out"
     cfg = _cfg(setup["root"], out, inp=setup["videos"], ckpt=setup["ckpt"])
     reference = tmp_path / "ref"
-    F.run_feature_extraction(_cfg(setup["root"], reference, inp=setup["videos"], ckpt=setup["ckpt"]))
+    F.extract_features(_cfg(setup["root"], reference, inp=setup["videos"], ckpt=setup["ckpt"]))
 
     real_save, calls = F._save_npy, []
 
@@ -157,7 +145,7 @@ def test_killed_run_resumes_without_recomputing(setup, tmp_path, monkeypatch):
 
     monkeypatch.setattr(F, "_save_npy", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        F.run_feature_extraction(cfg)
+        F.extract_features(cfg)
     monkeypatch.setattr(F, "_save_npy", real_save)
     feats = out / "features"
     done = sorted(p for p in feats.rglob("*.npy"))
@@ -167,7 +155,7 @@ def test_killed_run_resumes_without_recomputing(setup, tmp_path, monkeypatch):
     stray.write_bytes(b"partial")
     stamps = {p: os.stat(p).st_mtime_ns for p in done}
 
-    res = F.run_feature_extraction(cfg)
+    res = F.extract_features(cfg)
     assert res["num_skipped"] == 2 and res["num_extracted"] == 2
     assert all(os.stat(p).st_mtime_ns == t for p, t in stamps.items())  # complete ones untouched
     assert not stray.exists()
@@ -178,7 +166,7 @@ def test_killed_run_resumes_without_recomputing(setup, tmp_path, monkeypatch):
         np.testing.assert_array_equal(np.load(feats / rel), np.load(reference / "features" / rel))
     assert len(_read_csv(feats / "index.csv")) == 4
     # A third run has nothing to do.
-    assert F.run_feature_extraction(cfg)["num_extracted"] == 0
+    assert F.extract_features(cfg)["num_extracted"] == 0
 
 
 def test_folder_with_broken_files_completes(setup, tmp_path):
@@ -192,7 +180,7 @@ def test_folder_with_broken_files_completes(setup, tmp_path):
     for mode in ("video", "clips"):
         cfg = _cfg(setup["root"], out / mode, "FEATURES.MODE", mode, "FEATURES.WINDOW", "8", "FEATURES.STRIDE", "4",
                    inp=folder, ckpt=setup["ckpt"])
-        res = F.run_feature_extraction(cfg)
+        res = F.extract_features(cfg)
         assert res["num_videos"] == 6 and res["num_extracted"] == 4 and res["num_failed"] == 2
         failures = _read_csv(out / mode / "features" / "failures.csv")
         assert sorted(os.path.basename(r["video"]) for r in failures) == ["empty.mp4", "noise.avi"]
@@ -202,27 +190,61 @@ def test_folder_with_broken_files_completes(setup, tmp_path):
 
 
 def test_input_lists_and_errors(tmp_path):
+    def list_feature_inputs(source, **kwargs):  # what extract_features reads FEATURES.INPUT with
+        return list_videos(source, source_key="FEATURES.INPUT", **kwargs)
+
     lst = tmp_path / "list.csv"
     lst.write_text("a/x.mp4 3\n\nb/y.webm\na/x.mp4 3\n")
-    items = F.list_feature_inputs(lst, path_prefix="/data")
+    items = list_feature_inputs(lst, path_prefix="/data")
     assert [(i.path, i.rel) for i in items] == [("/data/a/x.mp4", "a/x.mp4"), ("/data/b/y.webm", "b/y.webm")]
     assert F.feature_file("/o", "b/y.webm") == F.Path("/o/b/y.npy")
     lst.write_text("a.mp4 1\nb.mp4 1 extra\n")
     with pytest.raises(ValueError, match=r"list.csv:2"):
-        F.list_feature_inputs(lst)
+        list_feature_inputs(lst)
     with pytest.raises(FileNotFoundError, match="FEATURES.INPUT"):
-        F.list_feature_inputs(tmp_path / "missing")
+        list_feature_inputs(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no video files"):
-        F.list_feature_inputs(tmp_path / "empty")
+        list_feature_inputs(tmp_path / "empty")
+
+
+def test_stage_features_of_timesformer_base(tmp_path):
+    """FEATURES.STAGE_FEATURES with timesformer_base: one array per block (forward_intermediates), each the block's
+    patch tokens averaged over time and space, next to the pooled cls feature."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(REALSHORT, folder / "clip.mp4")
+    opts = ["MODEL.ARCH", "timesformer_base", "TEST.NUM_SPATIAL_CROPS", "1", "FEATURES.STAGE_FEATURES", "True"]
+    cfg = _cfg(tmp_path, tmp_path / "out", *opts, inp=folder)
+    with torch.device("meta"):  # 121M parameters: skip the slow random init, fill them cheaply instead
+        model = build_model(cfg)
+    model = model.to_empty(device="cpu").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.05, 0.05)
+    torch.save({"model_state": model.state_dict()}, tmp_path / "ck.pyth")
+    res = F.extract_features(_cfg(tmp_path, tmp_path / "out", *opts, inp=folder, ckpt=str(tmp_path / "ck.pyth")))
+    assert res["num_extracted"] == 1
+    stages = np.load(tmp_path / "out" / "features" / "clip.stages.npz")
+    assert sorted(stages, key=lambda k: int(k[5:])) == [f"stage{i}" for i in range(12)]
+    frames, _, _ = read_frames(REALSHORT, lambda n, fps: uniform_indices(n, T, train=False))
+    views = eval_views(torch.from_numpy(frames), scale=SIZE, crop_size=SIZE, num_crops=1,
+                       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    with torch.no_grad():
+        feats, maps = model.forward_intermediates(views)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "features" / "clip.npy"), feats[0].numpy(), rtol=1e-4,
+                               atol=1e-5)
+    for i, m in enumerate(maps):
+        assert m.shape == (1, 768, T, SIZE // 16, SIZE // 16)
+        np.testing.assert_allclose(stages[f"stage{i}"], m.mean(dim=(2, 3, 4))[0].numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_no_weights_is_an_error(setup, tmp_path):
-    from regionvit_video.engine.tester import NoCheckpointError
+    from regionvit_video.engine import NoCheckpointError
 
     cfg = _cfg(setup["root"], tmp_path / "out", inp=setup["videos"])
     with pytest.raises(NoCheckpointError, match="MODEL.PRETRAINED"):
-        F.run_feature_extraction(cfg)
+        F.extract_features(cfg)
 
 
 @pytest.mark.parametrize("mode,workers", [("video", 0), ("clips", 0), ("video", 1)])
@@ -241,7 +263,7 @@ def test_feature_loaders_apply_retain_freed_memory(setup, tmp_path, monkeypatch,
     monkeypatch.setattr(F, "loading_worker_init", lambda cfg, n: inits.append(n) or real_init(cfg, n))
     cfg = _cfg(setup["root"], tmp_path / "out", "FEATURES.MODE", mode, "FEATURES.WINDOW", "8",
                "DATA_LOADER.NUM_WORKERS", str(workers), inp=folder, ckpt=setup["ckpt"])
-    assert F.run_feature_extraction(cfg)["num_extracted"] == 1
+    assert F.extract_features(cfg)["num_extracted"] == 1
     assert inits == [workers]
     # With a worker, the call happens in the worker, on its own copy of `calls`; without, here.
     assert calls == ([os.getpid()] if workers == 0 else [])

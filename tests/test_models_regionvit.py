@@ -9,8 +9,9 @@ import zlib
 import pytest
 import torch
 
-from regionvit_video.layers import LayerNorm2d, RelPosAttention, count_flops, rel_pos_index
+from regionvit_video.layers import LayerNorm2d, RelPosAttention, rel_pos_index
 from regionvit_video.models import RegionViT, create_model, list_models
+from regionvit_video.utils.flops import count_flops
 from regionvit_video.utils.io import safe_torch_load
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -137,24 +138,13 @@ def rounding_tolerance(reference: torch.Tensor, path_length: int, dtype: torch.d
 def parity_outputs(model: RegionViT, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Logits and the sampled per-stage local maps (what the fixture stores), from one forward.
 
-    The maps are what ``forward_features(x, detection=True)`` returns: each stage's local tokens, after
-    ``norm{s}`` with det_norm.
+    The maps are ``forward_intermediates``' (the official ``forward_features(x, detection=True)``): each
+    stage's local tokens, after ``norm{s}`` with det_norm.
     """
-    maps: dict[int, torch.Tensor] = {}
-    hooks = []
-    for s, stage in enumerate(model.layers):
-        if model.det_norm:
-            hook = model.get_submodule(f"norm{s}").register_forward_hook(lambda m, i, o, s=s: maps.update({s: o}))
-        else:
-            hook = stage.register_forward_hook(lambda m, i, o, s=s: maps.update({s: o[1]}))
-        hooks.append(hook)
-    try:
-        with torch.no_grad():
-            out = {"logits": model(x)}
-    finally:
-        for hook in hooks:
-            hook.remove()
-    out.update({f"stage{s}": sample_features(f) for s, f in sorted(maps.items())})
+    with torch.no_grad():
+        features, maps = model.forward_intermediates(x)
+        out = {"logits": model.forward_head(features)}
+    out.update({f"stage{s}": sample_features(f) for s, f in enumerate(maps)})
     return out
 
 
@@ -298,7 +288,7 @@ def test_forward_shapes_variants(name):
     x = torch.randn(2, 3, 60, 92)
     with torch.no_grad():
         assert model(x).shape == (2, 3)
-        maps = model.forward_features(x, detection=True)
+        maps = model.forward_intermediates(x, intermediates_only=True)
     # local maps: stride 4 (3conv: ceil twice; 1conv: floor((H-2)/4)+1), then ceil halves
     h, w = (15, 23)
     expected = [(h, w), (8, 12), (4, 6), (2, 3)]
@@ -317,7 +307,7 @@ def test_pico_api_grads_and_features():
     out.sum().backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad, no_grad
-    maps = model.forward_features(x, detection=True)
+    maps = model.forward_intermediates(x, intermediates_only=True)
     assert [tuple(m.shape) for m in maps] == [(2, 32, 21, 28), (2, 64, 11, 14), (2, 128, 6, 7), (2, 256, 3, 4)]
     assert [(f["num_chs"], f["reduction"]) for f in model.feature_info] == [(32, 4), (64, 8), (128, 16), (256, 32)]
     model.reset_classifier(7)
@@ -345,15 +335,9 @@ def test_grad_checkpointing_matches_plain():
 
 
 @pytest.mark.numerics
-def test_autocast_bf16_close_to_fp32():
+def test_autocast_bf16_close_to_fp32(check_cpu_autocast):
     model = create_model("regionvit_pico", num_classes=4).eval()
-    x = torch.randn(1, 3, 88, 60)  # padded: the mask path runs in bf16
-    with torch.no_grad():
-        ref = model(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(x)
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), ref, rtol=0.1, atol=0.1)
+    check_cpu_autocast(model, torch.randn(1, 3, 88, 60))  # padded: the mask path runs in bf16
 
 
 def test_bad_config_raises():

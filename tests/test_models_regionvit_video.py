@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from regionvit_video.layers import count_flops
 from regionvit_video.models import RegionViTVideo, create_model, list_models
+from regionvit_video.utils.flops import count_flops
 from test_models_regionvit import cheap_model
 
 
@@ -57,7 +57,7 @@ def test_pico_shapes_grads_and_features():
     # the last block's rel_pos gets no gradient from a classification loss (true of the official model too).
     zero = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0]
     assert zero == ["layers.3.block.1.attn.rel_pos"], zero
-    maps = model.forward_features(x, detection=True)
+    maps = model.forward_intermediates(x, intermediates_only=True)
     expected = [(2, 32, 4, 14, 21), (2, 64, 4, 7, 11), (2, 128, 4, 4, 6), (2, 256, 4, 2, 3)]
     assert [tuple(m.shape) for m in maps] == expected
     assert model.no_weight_decay() == {"time_embed"}
@@ -76,7 +76,7 @@ def test_temporal_attention_mixes_frames_only_when_enabled():
 
     def frame1_stage2(inp):
         with torch.no_grad():
-            return model.forward_features(inp, detection=True)[1][:, :, 1]
+            return model.forward_intermediates(inp, intermediates_only=True)[1][:, :, 1]
 
     torch.testing.assert_close(frame1_stage2(x), frame1_stage2(x2))
     with torch.no_grad():
@@ -132,16 +132,10 @@ def test_grad_checkpointing_matches_plain():
 
 @pytest.mark.numerics
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_autocast(dtype):
+def test_autocast(dtype, check_cpu_autocast):
     """Padded sizes (mask path) under autocast: the additive mask follows q's dtype; no inf/NaN."""
     model = create_model("regionvit_video_pico", num_classes=3, num_frames=2).eval()
-    x = torch.randn(1, 3, 2, 60, 76)
-    with torch.no_grad():
-        ref = model(x)
-        with torch.autocast("cpu", dtype=dtype):
-            out = model(x)
-    assert out.dtype == dtype and torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), ref, rtol=0.1, atol=0.1)
+    check_cpu_autocast(model, torch.randn(1, 3, 2, 60, 76), dtype)
 
 
 def test_constructor_checks():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -20,10 +19,10 @@ import pytest
 from hostile_corpus import (BAD_CASES, BAD_CSV_LINES, DAMAGED_CASES, GOOD_CASES, UNKNOWN_SSV2_TEMPLATE,
                             make_hostile_videos, shell_metachar_paths)
 from regionvit_video.data import decoder as dec
-from regionvit_video.data.testing import make_kinetics_folder
 from regionvit_video.engine import checkpoint as ck
 from regionvit_video.engine.build import build_model
 from regionvit_video.config import load_config
+from tiny_datasets import make_kinetics_folder
 
 REPO = Path(__file__).resolve().parents[1]
 HANG = "hangs"  # a valid video whose decode never returns (see hanging_decoder)
@@ -31,13 +30,6 @@ DECODE_TIMEOUT = 1.0
 # What each hostile file must be reported with (a substring of the reason).
 REASONS = {"zero_bytes": "cannot open", "random_bytes": "cannot open", "truncated": "cannot open",
            "audio_only": "no video stream", "missing": "file not found", HANG: "DECODE_TIMEOUT"}
-
-
-def _run_net():
-    spec = importlib.util.spec_from_file_location("run_net", REPO / "run_net.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _argv(data: dict, out: Path, *extra) -> list[str]:
@@ -92,13 +84,13 @@ def _check_reason(case: str, reason: str) -> None:
     assert reason and REASONS[case] in reason, f"{case}: {reason!r}"
 
 
-def test_training_with_hostile_videos_goes_on_recording_each_failure(corpus, tmp_path, hanging_decoder):
+def test_training_with_hostile_videos_goes_on_recording_each_failure(corpus, tmp_path, hanging_decoder, run_net):
     """Two DataLoader workers: broken files, a decode that hangs and awkward-but-valid files neither crash
     the worker pool nor stop the epoch; every failure is in bad_videos.txt and the epoch's stats."""
     out = tmp_path / "train"
     argv = _argv(corpus["data"], out, "TEST.ENABLE", False, "DATA_LOADER.NUM_WORKERS", 2,
                  "TRAIN.MAX_BAD_VIDEO_FRACTION", 0.9)
-    assert _run_net().main(argv) == 0
+    assert run_net.main(argv) == 0
     lines = [line.split("\t") for line in (out / "bad_videos.txt").read_text().splitlines()]
     assert all(len(parts) == 2 for parts in lines), lines
     logged = {}
@@ -119,10 +111,10 @@ def test_training_with_hostile_videos_goes_on_recording_each_failure(corpus, tmp
     assert (ck.checkpoint_dir(out) / ck.checkpoint_name(1)).is_file()
 
 
-def test_testing_with_hostile_videos_reports_each_failure(corpus, tmp_path, hanging_decoder):
+def test_testing_with_hostile_videos_reports_each_failure(corpus, tmp_path, hanging_decoder, run_net):
     out = tmp_path / "test"
     argv = _argv(corpus["data"], out, "TRAIN.ENABLE", False, "TEST.CHECKPOINT_FILE_PATH", corpus["ckpt"])
-    assert _run_net().main(argv) == 0
+    assert run_net.main(argv) == 0
     res = json.loads((out / "test_results.json").read_text())
     failed = {f["path"]: f["error"] for f in res["failed"]}
     must_fail = _must_fail(corpus)
@@ -136,12 +128,12 @@ def test_testing_with_hostile_videos_reports_each_failure(corpus, tmp_path, hang
 
 
 @pytest.mark.parametrize("mode", ["video", "clips"])
-def test_feature_extraction_lists_hostile_videos_in_failures_csv(corpus, tmp_path, hanging_decoder, mode):
+def test_feature_extraction_lists_hostile_videos_in_failures_csv(corpus, tmp_path, hanging_decoder, mode, run_net):
     out = tmp_path / mode
     argv = _argv(corpus["data"], out, "TRAIN.ENABLE", False, "TEST.ENABLE", False, "FEATURES.ENABLE", True,
                  "FEATURES.INPUT", Path(corpus["data"]["data_dir"]) / "test.csv", "FEATURES.MODE", mode,
                  "FEATURES.WINDOW", 8, "FEATURES.STRIDE", 4, "TEST.CHECKPOINT_FILE_PATH", corpus["ckpt"])
-    assert _run_net().main(argv) == 0
+    assert run_net.main(argv) == 0
     feats = out / "features"
     failures = {r["video"]: r["reason"] for r in csv.DictReader(open(feats / "failures.csv"))}
     must_fail = _must_fail(corpus)
@@ -171,7 +163,7 @@ def _assert_stopped_before_training(out: Path, code: int, message: str) -> None:
 
 @pytest.mark.parametrize("case", sorted(BAD_CSV_LINES))
 @pytest.mark.parametrize("split", ["train", "val", "test"])
-def test_bad_list_line_stops_the_run_before_training(corpus, tmp_path, case, split):
+def test_bad_list_line_stops_the_run_before_training(corpus, tmp_path, case, split, run_net):
     """The bad line is line 3 of train.csv, val.csv (per-epoch validation) or test.csv (the test after
     training): each is found before the first training iteration."""
     line, message = BAD_CSV_LINES[case]
@@ -182,11 +174,11 @@ def test_bad_list_line_stops_the_run_before_training(corpus, tmp_path, case, spl
         rows = good[:2] + [line] + good[2:] if s == split else good
         (data_dir / f"{s}.csv").write_bytes(b"\n".join(rows) + b"\n")
     out = tmp_path / "out"
-    code = _run_net().main(_argv(corpus["data"], out, "DATA.PATH_TO_DATA_DIR", data_dir, "TRAIN.EVAL_PERIOD", 1))
+    code = run_net.main(_argv(corpus["data"], out, "DATA.PATH_TO_DATA_DIR", data_dir, "TRAIN.EVAL_PERIOD", 1))
     _assert_stopped_before_training(out, code, f"{data_dir / f'{split}.csv'}:3: {message}")
 
 
-def test_ssv2_unknown_template_stops_the_run_naming_the_entry(corpus, tmp_path):
+def test_ssv2_unknown_template_stops_the_run_naming_the_entry(corpus, tmp_path, run_net):
     data_dir = tmp_path / "ssv2"
     data_dir.mkdir()
     labels = {"Pushing something from left to right": "0", "Putting something on a surface": "1"}
@@ -196,7 +188,7 @@ def test_ssv2_unknown_template_stops_the_run_naming_the_entry(corpus, tmp_path):
     (data_dir / "something-something-v2-train.json").write_text(json.dumps(entries))
     (data_dir / "something-something-v2-validation.json").write_text(json.dumps(entries[:1]))
     out = tmp_path / "out"
-    code = _run_net().main(_argv(corpus["data"], out, "TRAIN.DATASET", "ssv2", "TEST.DATASET", "ssv2",
+    code = run_net.main(_argv(corpus["data"], out, "TRAIN.DATASET", "ssv2", "TEST.DATASET", "ssv2",
                                  "DATA.PATH_TO_DATA_DIR", data_dir, "DATA.PATH_PREFIX", data_dir,
                                  "DATA.CLASS_NAMES", ""))
     _assert_stopped_before_training(
@@ -231,7 +223,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-def test_list_paths_are_only_read_never_executed_nor_written_outside_output_dir(corpus, tmp_path):
+def test_list_paths_are_only_read_never_executed_nor_written_outside_output_dir(corpus, tmp_path, run_net):
     """A list with '..' traversal (to a system file and to a real video outside the data folder), an
     absolute path and shell metacharacters, through training, testing and feature extraction in one
     command: nothing is executed (no process spawned, no marker file), the files the paths point at are
@@ -263,7 +255,7 @@ def test_list_paths_are_only_read_never_executed_nor_written_outside_output_dir(
     before = _tree(work)
     _audit.update(on=True, spawns=[], writes=[])
     try:
-        code = _run_net().main(argv)
+        code = run_net.main(argv)
     finally:
         _audit["on"] = False
     assert code == 0

@@ -8,7 +8,6 @@ checkpoint-write kill hits a process inside the engine's ``save_checkpoint``.
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import multiprocessing
 import os
@@ -21,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from regionvit_video.data.testing import make_kinetics_folder
 from regionvit_video.engine import checkpoint as ck
 from regionvit_video.engine.log import setup_logging
+from tiny_datasets import make_kinetics_folder
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL_ITERS = 8  # 2 epochs x 4 iterations (4 videos, batch 1)
@@ -48,13 +47,6 @@ def _command(data: dict, out: Path, *extra: str) -> list[str]:
             "TRAIN.CHECKPOINT_ITER_PERIOD", "1", "TRAIN.CHECKPOINT_KEEP", "2", "LOG_PERIOD", "1",
             "DEVICE", "cpu", "OUTPUT_DIR", str(out), *extra]
     return ["--cfg", str(REPO / "configs" / "demo.yaml"), *opts]
-
-
-def _run_net_module():
-    spec = importlib.util.spec_from_file_location("run_net", REPO / "run_net.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _fork(fn, *args) -> int:
@@ -83,8 +75,8 @@ def _wait(pid: int, timeout: float = 300, why: str = "") -> int:
     raise AssertionError(f"process {pid} did not finish within {timeout} s {why}".rstrip())
 
 
-def _run(argv: list[str], why: str = "") -> int:
-    return _wait(_fork(_run_net_module().main, argv), why=why)
+def _run(run_net, argv: list[str], why: str = "") -> int:
+    return _wait(_fork(run_net.main, argv), why=why)
 
 
 def _train_iters_logged(out: Path) -> int:
@@ -131,17 +123,17 @@ def test_a_process_killed_holding_the_progress_bar_lock_does_not_block_the_next_
     assert _wait(_fork(_killed_holding_the_bar_lock_then_draw_a_bar), timeout=120) == 0
 
 
-def test_sigkill_at_a_random_iteration_then_same_command_resumes_to_identical_weights(data, tmp_path):
+def test_sigkill_at_a_random_iteration_then_same_command_resumes_to_identical_weights(data, tmp_path, run_net):
     seed = int(os.environ.get("RELIABILITY_KILL_SEED", time.time_ns() % 2**32))
     kill_after = random.Random(seed).randint(1, TOTAL_ITERS - 2)  # >= 2 iterations left: the kill lands first
     why = f"(kill after iteration {kill_after} of {TOTAL_ITERS}; rerun with RELIABILITY_KILL_SEED={seed})"
 
     ref_out = tmp_path / "uninterrupted"
-    assert _run(_command(data, ref_out)) == 0
+    assert _run(run_net, _command(data, ref_out)) == 0
 
     out = tmp_path / "killed"
     cmd = _command(data, out)
-    pid = _fork(_run_net_module().main, cmd)
+    pid = _fork(run_net.main, cmd)
     try:
         deadline = time.monotonic() + 300
         while _train_iters_logged(out) < kill_after and time.monotonic() < deadline:
@@ -155,7 +147,7 @@ def test_sigkill_at_a_random_iteration_then_same_command_resumes_to_identical_we
     before = ck.latest_checkpoint(out)
     assert before is None or before.name != ck.checkpoint_name(2), f"{before} {why}"
 
-    assert _run(cmd, why) == 0, why  # the very same command
+    assert _run(run_net, cmd, why) == 0, why  # the very same command
     log = (out / "stdout.log").read_text()
     if before is not None:
         assert f"resumed from {before}" in log, why
@@ -224,13 +216,13 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoints_intact(tmp_pat
     assert leftover == [partial] and 1 << 20 < partial.stat().st_size <= BIG_BYTES + (1 << 20)
 
 
-def test_diverging_run_stops_naming_the_iteration_and_keeps_only_finite_checkpoints(data, tmp_path):
+def test_diverging_run_stops_naming_the_iteration_and_keeps_only_finite_checkpoints(data, tmp_path, run_net):
     """SOLVER.BASE_LR 1e3: iteration 2 still has a finite loss, but its step turns the weights NaN (iteration
     3's loss is NaN). The command exits 1 naming the iteration; the checkpoint it calls the last good one
     exists, is the newest kept, and holds finite weights: no NaN state is ever saved for a resume to pick up."""
     out = tmp_path / "diverge"
-    code = _run_net_module().main(_command(data, out, "SOLVER.BASE_LR", "1e3", "SOLVER.WARMUP_EPOCHS", "0.0",
-                                           "MIXUP.ENABLE", "False", "MODEL_EMA.ENABLE", "False"))
+    code = run_net.main(_command(data, out, "SOLVER.BASE_LR", "1e3", "SOLVER.WARMUP_EPOCHS", "0.0",
+                                 "MIXUP.ENABLE", "False", "MODEL_EMA.ENABLE", "False"))
     assert code == 1
     log = (out / "stdout.log").read_text()
     msg = [line for line in log.splitlines() if "TrainingDivergedError" in line]
@@ -251,24 +243,12 @@ def test_diverging_run_stops_naming_the_iteration_and_keeps_only_finite_checkpoi
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("-inf")])
-def test_infinite_loss_stops_naming_the_iteration_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch, bad):
+def test_infinite_loss_stops_naming_the_iteration_and_keeps_the_last_checkpoint(data, tmp_path, run_net,
+                                                                               corrupt_loss, bad):
     """The engine's own test covers a NaN loss; here the loss of global iteration 3 is +-Inf."""
-    import regionvit_video.engine.trainer as trainer_mod
-
-    real = trainer_mod.build_train_loss
-
-    def inf_on_third_call(cfg, mixup_enabled):
-        crit, calls = real(cfg, mixup_enabled), []
-
-        def loss(logits, target):
-            calls.append(1)
-            value = crit(logits, target)
-            return value * bad if len(calls) == 3 else value
-        return loss
-
-    monkeypatch.setattr(trainer_mod, "build_train_loss", inf_on_third_call)
+    corrupt_loss(bad, call=3)
     out = tmp_path / "inf"
-    assert _run_net_module().main(_command(data, out)) == 1
+    assert run_net.main(_command(data, out)) == 1
     errors = [line for line in (out / "stdout.log").read_text().splitlines() if "TrainingDivergedError" in line]
     last = ck.checkpoint_dir(out) / "checkpoint_epoch_00001-iter_000002.pyth"
     assert errors and f"loss is {bad} at epoch 1, iteration 3/4 (global iteration 3" in errors[0], errors

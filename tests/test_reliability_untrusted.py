@@ -7,7 +7,6 @@ unpickled: refusing it is not enough, the marker must never appear (nothing ran)
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
 import signal
 from pathlib import Path
@@ -16,18 +15,11 @@ import pytest
 import torch
 
 from regionvit_video.config import ConfigError, load_config
-from regionvit_video.data.testing import make_kinetics_folder
 from regionvit_video.engine import checkpoint as ck
+from tiny_datasets import make_kinetics_folder
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "regionvit_video"
-
-
-def _run_net():
-    spec = importlib.util.spec_from_file_location("run_net", REPO / "run_net.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class _RunsCommand:
@@ -79,20 +71,20 @@ ENTRY_POINTS = {
                                      ["TRAIN.ENABLE", False, "TEST.ENABLE", False, "FEATURES.ENABLE", True,
                                       "FEATURES.INPUT", "{videos}"]),
     "newest checkpoint (demo)": ("out/checkpoints/checkpoint_epoch_00001.pyth",
-                                 ["TRAIN.ENABLE", False, "TEST.ENABLE", False, "DEMO.ENABLE", True,
-                                  "DEMO.INPUT", "{video}"]),
+                                 ["TRAIN.ENABLE", False, "TEST.ENABLE", False, "PREDICT.ENABLE", True,
+                                  "PREDICT.INPUT", "{video}"]),
 }
 
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-def test_crafted_checkpoint_is_refused_at_every_entry_point_and_runs_nothing(data, tmp_path, entry):
+def test_crafted_checkpoint_is_refused_at_every_entry_point_and_runs_nothing(data, tmp_path, entry, run_net):
     where, extra = ENTRY_POINTS[entry]
     marker = tmp_path / "PWNED"
     ckpt = _crafted_checkpoint(tmp_path / where, marker)
     out = tmp_path / "out"
     fill = {"{ckpt}": str(ckpt), "{videos}": data["prefix"], "{video}": data["videos"][0][0]}
     extra = [fill.get(x, x) if isinstance(x, str) else x for x in extra]
-    code = _run_net().main(_argv(data, out, *extra))
+    code = run_net.main(_argv(data, out, *extra))
     assert not marker.exists(), f"{entry}: the crafted pickle ran its command"
     assert code == 1
     errors = [line for line in (out / "stdout.log").read_text().splitlines() if "UnsafeCheckpointError" in line]
@@ -166,7 +158,7 @@ def test_no_unsafe_deserialisation_or_command_execution_in_the_package():
 # ---------------------------------------------------------------------------------------------- #
 # Configs
 # ---------------------------------------------------------------------------------------------- #
-def test_yaml_object_tags_are_refused_and_run_nothing_in_the_file_or_its_base(tmp_path, capsys):
+def test_yaml_object_tags_are_refused_and_run_nothing_in_the_file_or_its_base(tmp_path, capsys, run_net):
     marker = tmp_path / "PWNED"
     evil_base = tmp_path / "base" / "evil.yaml"
     evil_base.parent.mkdir()
@@ -177,17 +169,17 @@ def test_yaml_object_tags_are_refused_and_run_nothing_in_the_file_or_its_base(tm
     direct.write_text("MODEL:\n  ARCH: !!python/name:os.system\n"
                       f"RNG_SEED: !!python/object/new:os.system ['touch {marker}']\n")
     for cfg in (child, direct, evil_base):
-        assert _run_net().main(["--cfg", str(cfg), "TRAIN.ENABLE", "False"]) == 2
+        assert run_net.main(["--cfg", str(cfg), "TRAIN.ENABLE", "False"]) == 2
         err = capsys.readouterr().err
         assert marker.exists() is False, f"{cfg.name}: the YAML tag ran its command"
         assert "YAML tag refused by the safe loader" in err, err
     assert str(evil_base) in err  # the message names the file that holds the tag
 
 
-def test_missing_base_config_is_named(tmp_path, capsys):
+def test_missing_base_config_is_named(tmp_path, capsys, run_net):
     child = tmp_path / "exp.yaml"
     child.write_text("TRAIN:\n  BATCH_SIZE: 2\n_BASE_: ../base/kinetics.yaml\n")
-    assert _run_net().main(["--cfg", str(child)]) == 2
+    assert run_net.main(["--cfg", str(child)]) == 2
     err = capsys.readouterr().err
     assert f"{child.resolve()}, line 3: _BASE_ file '../base/kinetics.yaml' not found" in err, err
 
@@ -228,7 +220,7 @@ def _damaged_files(tmp_path: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("case", ["truncated", "zero_bytes", "random_bytes", "not_a_checkpoint"])
-def test_damaged_newest_checkpoint_stops_auto_resume_naming_the_file(data, tmp_path, case):
+def test_damaged_newest_checkpoint_stops_auto_resume_naming_the_file(data, tmp_path, case, run_net):
     """A damaged file planted as the newest checkpoint (a partial copy, a disk error): the run stops with
     an error naming that file instead of training over it or failing with a bare OSError."""
     out = tmp_path / "out"
@@ -236,7 +228,7 @@ def test_damaged_newest_checkpoint_stops_auto_resume_naming_the_file(data, tmp_p
     planted.parent.mkdir(parents=True)
     planted.write_bytes(_damaged_files(tmp_path)[case])
     try:
-        code, message = _run_net().main(_argv(data, out, "TEST.ENABLE", False, "SOLVER.MAX_EPOCH", 2)), ""
+        code, message = run_net.main(_argv(data, out, "TEST.ENABLE", False, "SOLVER.MAX_EPOCH", 2)), ""
     except Exception as e:  # noqa: BLE001  (an error outside run_net's clean list still ends the run)
         code, message = None, f"{type(e).__name__}: {e}"
     if code is not None:

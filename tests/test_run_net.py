@@ -5,7 +5,6 @@ variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), exactly what
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,20 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from regionvit_video.data.testing import make_kinetics_folder
 from regionvit_video.engine import checkpoint as ck
+from tiny_datasets import make_kinetics_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _run_net():
-    spec = importlib.util.spec_from_file_location("run_net", REPO / "run_net.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _free_port() -> int:
@@ -48,21 +40,20 @@ def _argv(data: dict, out: Path, *extra: str) -> list[str]:
     return ["--cfg", str(REPO / "configs" / "demo.yaml"), *opts]
 
 
-def test_config_error_exits_with_message(tmp_path, capsys):
+def test_config_error_exits_with_message(tmp_path, capsys, run_net):
     bad = tmp_path / "bad.yaml"
     bad.write_text("TRAIN:\n  BATCH_SIZ: 2\n")
-    assert _run_net().main(["--cfg", str(bad)]) == 2
+    assert run_net.main(["--cfg", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml, line 2: unknown config key TRAIN.BATCH_SIZ; did you mean TRAIN.BATCH_SIZE" in err
 
 
-def test_two_process_train_and_test_equal_one_process_test(tmp_path):
+def test_two_process_train_and_test_equal_one_process_test(tmp_path, run_net):
     data = make_kinetics_folder(tmp_path / "data", num_classes=3, videos_per_class=2, size=(32, 40), frames=8)
     (Path(data["prefix"]) / "broken.mp4").write_bytes(b"not a video")
     good = Path(data["csv"]["test"]).read_text().splitlines()
     # 5 entries: 2 processes pad the list to 6 (one video twice), which must not count twice.
     (tmp_path / "data" / "test5.csv").write_text("\n".join(good[:4] + ["broken.mp4 2"]) + "\n")
-    run_net = _run_net()
     out2 = tmp_path / "two_procs"
     port = _free_port()
     pids = []
@@ -117,8 +108,8 @@ def test_two_process_train_and_test_equal_one_process_test(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["random_bytes", "truncated"])
-def test_demo_job_does_not_train_and_a_damaged_checkpoint_is_a_clean_error(tmp_path, capsys, damage):
-    """``DEMO.ENABLE True ... TEST.CHECKPOINT_FILE_PATH ck.pyth`` neither trains nor tests (the log says why);
+def test_prediction_job_does_not_train_and_a_damaged_checkpoint_is_a_clean_error(tmp_path, capsys, damage, run_net):
+    """``PREDICT.ENABLE True ... TEST.CHECKPOINT_FILE_PATH ck.pyth`` neither trains nor tests (the log says why);
     a damaged checkpoint ends the run with exit 1 and one error line naming the file, no traceback."""
     real = tmp_path / "real.pyth"
     ck.save_checkpoint(real, model_state={"w": torch.ones(64, 64)})
@@ -126,13 +117,13 @@ def test_demo_job_does_not_train_and_a_damaged_checkpoint_is_a_clean_error(tmp_p
     damaged.write_bytes(os.urandom(2048) if damage == "random_bytes" else real.read_bytes()[:500])
     out = tmp_path / "out"
     argv = ["--cfg", str(REPO / "configs" / "demo.yaml"), "MODEL.ARCH", "regionvit_video_pico", "DEVICE", "cpu",
-            "DEMO.ENABLE", "True", "DEMO.INPUT", str(REPO / "tests" / "data" / "realshort.mp4"),
+            "PREDICT.ENABLE", "True", "PREDICT.INPUT", str(REPO / "tests" / "data" / "realshort.mp4"),
             "TEST.CHECKPOINT_FILE_PATH", str(damaged), "DATA.CLASS_NAMES", "", "OUTPUT_DIR", str(out)]
-    assert _run_net().main(argv) == 1
+    assert run_net.main(argv) == 1
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
     log = (out / "stdout.log").read_text()
-    assert "DEMO.ENABLE is True: TRAIN.ENABLE and TEST.ENABLE set to False" in log
+    assert "PREDICT.ENABLE is True: TRAIN.ENABLE and TEST.ENABLE set to False" in log
     errors = [line for line in log.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and "CheckpointReadError" in errors[0] and str(damaged) in errors[0]
     if damage == "random_bytes":

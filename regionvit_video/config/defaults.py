@@ -44,7 +44,8 @@ _C.TRAIN.CHECKPOINT_KEEP = 3
 _C.TRAIN.AUTO_RESUME = True
 # Start from this toolkit checkpoint's weights (fine-tuning; optimizer state not restored).
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
-# Autocast on CUDA: "none", "bf16" or "fp16" (fp16 uses a GradScaler).
+# Autocast on CUDA: "none", "bf16" or "fp16" (fp16 uses a GradScaler). Also the precision of every
+# inference pass: validation, test, features and prediction (engine/build.py: inference_autocast).
 _C.TRAIN.MIXED_PRECISION = "none"
 # Accumulate gradients over this many iterations before an optimizer step.
 _C.TRAIN.GRAD_ACCUM_STEPS = 1
@@ -195,14 +196,15 @@ _C.DATA_LOADER.NUM_WORKERS = 4
 _C.DATA_LOADER.PIN_MEMORY = True
 # Keep freed memory in the loading processes (the workers, or the main process with NUM_WORKERS 0)
 # for the next clips instead of returning it to the OS after each one: glibc mallopt, no effect
-# elsewhere. The training transform runs ~1.4x faster (regionvit_video/utils/malloc.py).
+# elsewhere; the training transform then runs faster (regionvit_video/utils/malloc.py; figures in
+# benchmarks/README.md).
 _C.DATA_LOADER.RETAIN_FREED_MEMORY = True
 # Training clips leave the loading processes as augmented uint8 (C, T, H, W) and are normalised and
 # randomly erased (AUG.RE_PROB) on the training device, batch by batch, as timm's PrefetchLoader
 # does: a quarter of the bytes through worker shared memory, pinned memory and the host-to-device
-# copy, and ~1.3 ms less work per clip in the workers (benchmarks/bench_loader.py). False: the
-# workers return normalised, erased float clips (PySlowFast's way). val/test views are always
-# normalised in the workers.
+# copy, and less work per clip in the workers (benchmarks/bench_loader.py, figures in
+# benchmarks/README.md). False: the workers return normalised, erased float clips (PySlowFast's way).
+# val/test views are always normalised in the workers.
 _C.DATA_LOADER.NORMALIZE_ON_DEVICE = True
 
 # ---------------------------------------------------------------------------------------------- #
@@ -211,6 +213,8 @@ _C.DATA_LOADER.NORMALIZE_ON_DEVICE = True
 _C.FEATURES = CfgNode()
 # Extract features. An inference job: TRAIN.ENABLE and TEST.ENABLE then default to False (derived
 # in config/load.py, logged) unless set explicitly in the YAML chain or on the command line.
+# Weights: TEST.CHECKPOINT_FILE_PATH, else the newest checkpoint in OUTPUT_DIR/checkpoints, else
+# MODEL.PRETRAINED (inflated).
 _C.FEATURES.ENABLE = False
 # A Kinetics-layout CSV or a folder of videos (searched recursively).
 _C.FEATURES.INPUT = ""
@@ -222,21 +226,22 @@ _C.FEATURES.KEEP_VIEWS = False
 _C.FEATURES.STRIDE = 16.0
 _C.FEATURES.STRIDE_UNIT = "frames"
 _C.FEATURES.WINDOW = 64
-# Also store the pooled local-token map of each stage.
+# Also store the pooled maps of forward_intermediates: RegionViT's 4 stages (local tokens), TimeSformer's
+# blocks (patch tokens).
 _C.FEATURES.STAGE_FEATURES = False
 # "float32" or "float16".
 _C.FEATURES.DTYPE = "float32"
 _C.FEATURES.BATCH_SIZE = 4
 
 # ---------------------------------------------------------------------------------------------- #
-# Single-video prediction
+# Single-video prediction (engine/predict.py; these keys were DEMO.* before)
 # ---------------------------------------------------------------------------------------------- #
-_C.DEMO = CfgNode()
-# Predict the top-k classes of DEMO.INPUT. As FEATURES.ENABLE: TRAIN.ENABLE and TEST.ENABLE then
-# default to False unless set explicitly.
-_C.DEMO.ENABLE = False
-_C.DEMO.INPUT = ""
-_C.DEMO.TOP_K = 5
+_C.PREDICT = CfgNode()
+# Predict the top-k classes of PREDICT.INPUT with the test's checkpoint and views. As FEATURES.ENABLE:
+# TRAIN.ENABLE and TEST.ENABLE then default to False unless set explicitly.
+_C.PREDICT.ENABLE = False
+_C.PREDICT.INPUT = ""
+_C.PREDICT.TOP_K = 5
 
 
 def get_cfg() -> CfgNode:

@@ -9,7 +9,13 @@ than a silent "last one wins". Typical use::
     cfg = load_config("configs/k400_regionvit_m.yaml", ["TRAIN.BATCH_SIZE", "4"])
 
 ``load_config`` returns a frozen fvcore ``CfgNode``; it never creates directories or files
-(``save_config`` writes ``OUTPUT_DIR/config.yaml``; the engine calls it on rank 0).
+(``save_config`` writes ``OUTPUT_DIR/config.yaml``; ``engine.build.setup_run`` calls it on rank 0).
+
+Validation states no rule of its own about what the lower layers own: the dataset names and the files
+each split needs come from :data:`regionvit_video.data.DATASETS`, the sampling, decoder, crop and stride
+choices from the data modules, the temporal init choices from :mod:`regionvit_video.layers.time_embed`,
+the model names and kinds from the model registry, the checkpoint names from
+:mod:`regionvit_video.utils.checkpoint_files`.
 """
 from __future__ import annotations
 
@@ -26,11 +32,18 @@ import yaml
 from fvcore.common.config import CfgNode
 
 from regionvit_video.config.defaults import get_cfg
+from regionvit_video.data.datasets import DATASETS
+from regionvit_video.data.decoder import BACKENDS
+from regionvit_video.data.sampling import SAMPLINGS, STRIDE_UNITS
+from regionvit_video.data.transforms import SPATIAL_CROPS
+from regionvit_video.layers.time_embed import TEMPORAL_FC_INITS, TEMPORAL_INITS, TIME_EMBED_INITS
+from regionvit_video.utils.checkpoint_files import checkpoint_dir, latest_checkpoint
 
 logger = logging.getLogger(__name__)
 
 BASE_KEY = "_BASE_"
-CHECKPOINT_SUBDIR = "checkpoints"
+# Keys (or whole sections) that were renamed: using the old name is an error that names the new one.
+RENAMED_KEYS = {"DEMO": "PREDICT"}
 
 __all__ = [
     "ConfigError",
@@ -166,6 +179,9 @@ def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:
 
 
 def _unknown_key_message(full_key: str, root: CfgNode) -> str:
+    for old, new in RENAMED_KEYS.items():
+        if full_key == old or full_key.startswith(old + "."):
+            return f"config key {full_key} was renamed {new + full_key[len(old):]}"
     known = _all_keys(root)
     close = difflib.get_close_matches(full_key, known, n=3, cutoff=0.6)
     # Also catch a right name in the wrong section (TRAIN.NUM_FRAMES -> DATA.NUM_FRAMES).
@@ -292,7 +308,7 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str], sources: dict[str, str] |
 def derive_config(cfg: CfgNode, sources: dict[str, str]) -> list[str]:
     """Settings implied by other settings; applied after merging, before validation.
 
-    Rule: an inference job (``FEATURES.ENABLE`` or ``DEMO.ENABLE`` True) does not train or test
+    Rule: an inference job (``FEATURES.ENABLE`` or ``PREDICT.ENABLE`` True) does not train or test
     unless asked to: ``TRAIN.ENABLE`` and ``TEST.ENABLE`` (True by default) become False unless
     they were set explicitly, in the YAML chain or on the command line.
 
@@ -305,7 +321,7 @@ def derive_config(cfg: CfgNode, sources: dict[str, str]) -> list[str]:
         One message per derivation made (for the log).
     """
     notes: list[str] = []
-    jobs = [k for k in ("FEATURES.ENABLE", "DEMO.ENABLE") if cfg[k.split(".")[0]].ENABLE]
+    jobs = [k for k in ("FEATURES.ENABLE", "PREDICT.ENABLE") if cfg[k.split(".")[0]].ENABLE]
     if jobs:
         off = [k for k in ("TRAIN.ENABLE", "TEST.ENABLE") if k not in sources and cfg[k.split(".")[0]].ENABLE]
         for key in off:
@@ -361,26 +377,163 @@ def load_config(
 # Validation
 # ------------------------------------------------------------------------------------------------ #
 MIXED_PRECISION_CHOICES = ("none", "bf16", "fp16")
-DATASET_CHOICES = ("kinetics", "ssv2")
-SAMPLING_CHOICES = ("uniform", "dense")
-DECODER_CHOICES = ("decord", "pyav")
 LR_POLICY_CHOICES = ("cosine", "steps_with_relative_lrs")
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 BACKEND_CHOICES = ("auto", "nccl", "gloo")
-TEMPORAL_INIT_CHOICES = ("zero", "copy")
-TIME_EMBED_INIT_CHOICES = ("zeros", "trunc_normal", "normal")
-TEMPORAL_FC_INIT_CHOICES = ("zeros", "trunc_normal")
+FEATURE_MODES = ("video", "clips")
+FEATURE_DTYPES = ("float32", "float16")
 
 
-def _registered_models() -> list[str] | None:
-    """Names in the model registry, or None when the models package cannot be imported."""
-    try:
-        import regionvit_video.models  # noqa: F401  (registers the variants)
-    except ImportError:
-        return None
-    from regionvit_video.models.registry import list_models
+class _Checker:
+    """Collects one line per problem, each naming the key and where it was set."""
 
-    return list_models() or None  # an empty registry: the models package is not in place yet
+    def __init__(self, cfg: CfgNode, sources: dict[str, str]):
+        self.cfg, self.sources, self.errors = cfg, sources, []
+
+    def err(self, key: str, msg: str) -> None:
+        src = self.sources.get(key)
+        self.errors.append(f"{key}: {msg}" + (f" (set at {src})" if src else ""))
+
+    def get(self, key: str) -> Any:
+        node: Any = self.cfg
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    def check(self, key: str, ok: bool, msg: str) -> None:
+        if not ok:
+            self.err(key, f"{msg}, got {self.get(key)!r}")
+
+    def choice(self, key: str, choices: Iterable) -> None:
+        choices = tuple(choices)
+        self.check(key, self.get(key) in choices, f"must be one of {', '.join(map(repr, choices))}")
+
+    def at_least(self, key: str, low: float) -> None:
+        v = self.get(key)
+        self.check(key, isinstance(v, (int, float)) and math.isfinite(v) and v >= low, f"must be >= {low}")
+
+    def in_unit(self, key: str, closed_high: bool = True) -> None:
+        v = self.get(key)
+        ok = 0.0 <= v <= 1.0 if closed_high else 0.0 <= v < 1.0
+        self.check(key, ok, f"must be in [0, 1{']' if closed_high else ')'}")
+
+
+def _check_run(c: _Checker) -> None:
+    cfg = c.cfg
+    c.choice("DEVICE", DEVICE_CHOICES)
+    c.choice("DIST_BACKEND", BACKEND_CHOICES)
+    c.at_least("LOG_PERIOD", 1)
+    c.check("RNG_SEED", 0 <= cfg.RNG_SEED < 2**31, "must be in [0, 2**31)")
+    c.check("OUTPUT_DIR", bool(cfg.OUTPUT_DIR.strip()), "must not be empty")
+    if cfg.DEVICE == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            c.err("DEVICE", "'cuda' was requested but torch.cuda.is_available() is False")
+
+
+def _check_train(c: _Checker) -> None:
+    cfg = c.cfg
+    c.choice("TRAIN.DATASET", DATASETS)
+    for key in ("TRAIN.BATCH_SIZE", "TRAIN.GRAD_ACCUM_STEPS", "TRAIN.CHECKPOINT_PERIOD"):
+        c.at_least(key, 1)
+    for key in ("TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_ITER_PERIOD", "TRAIN.CHECKPOINT_KEEP"):
+        c.at_least(key, 0)
+    c.choice("TRAIN.MIXED_PRECISION", MIXED_PRECISION_CHOICES)
+    c.in_unit("TRAIN.MAX_BAD_VIDEO_FRACTION")
+    accum, period = cfg.TRAIN.GRAD_ACCUM_STEPS, cfg.TRAIN.CHECKPOINT_ITER_PERIOD
+    if accum >= 1 and period > 0 and period % accum:
+        c.err("TRAIN.CHECKPOINT_ITER_PERIOD", f"must be a multiple of TRAIN.GRAD_ACCUM_STEPS ({accum}) "
+              f"so that mid-epoch checkpoints fall between optimizer steps, got {period}")
+
+
+def _check_inference(c: _Checker) -> None:
+    """TEST, FEATURES and PREDICT: the values; a typo here fails now, not after training."""
+    c.choice("TEST.DATASET", DATASETS)
+    for key in ("TEST.BATCH_SIZE", "TEST.NUM_ENSEMBLE_VIEWS", "FEATURES.BATCH_SIZE", "FEATURES.WINDOW",
+                "PREDICT.TOP_K"):
+        c.at_least(key, 1)
+    c.check("TEST.NUM_SPATIAL_CROPS", c.cfg.TEST.NUM_SPATIAL_CROPS in SPATIAL_CROPS, "must be 1 (centre) or 3")
+    c.check("TEST.SPLIT", bool(c.cfg.TEST.SPLIT), "must name a split such as 'test' or 'val'")
+    c.choice("FEATURES.MODE", FEATURE_MODES)
+    c.choice("FEATURES.DTYPE", FEATURE_DTYPES)
+    c.choice("FEATURES.STRIDE_UNIT", STRIDE_UNITS)
+    c.check("FEATURES.STRIDE", c.cfg.FEATURES.STRIDE > 0, "must be > 0")
+
+
+def _check_data(c: _Checker) -> None:
+    cfg = c.cfg
+    c.at_least("DATA.NUM_FRAMES", 1)
+    c.choice("DATA.SAMPLING", SAMPLINGS)
+    c.at_least("DATA.SAMPLING_RATE", 1)
+    c.check("DATA.TARGET_FPS", cfg.DATA.TARGET_FPS > 0, "must be > 0")
+    js = cfg.DATA.TRAIN_JITTER_SCALES
+    c.check("DATA.TRAIN_JITTER_SCALES", len(js) == 2 and 0 < js[0] <= js[1], "must be [min, max] with 0 < min <= max")
+    for key in ("DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE", "DATA.TEST_SCALE"):
+        c.at_least(key, 1)
+    c.check("DATA.MEAN", len(cfg.DATA.MEAN) == 3, "must have 3 values (R, G, B)")
+    c.check("DATA.STD", len(cfg.DATA.STD) == 3 and all(s > 0 for s in cfg.DATA.STD),
+            "must have 3 positive values (R, G, B)")
+    c.choice("DATA.DECODER", BACKENDS)
+    for key in ("DATA.DECODE_THREADS", "DATA.DECODE_TIMEOUT", "DATA.NUM_RETRIES", "DATA_LOADER.NUM_WORKERS"):
+        c.at_least(key, 0)
+    # Augmentation and mixup.
+    c.at_least("AUG.RA_MAGNITUDE", 0)
+    c.at_least("AUG.RA_NUM_LAYERS", 0)
+    c.in_unit("AUG.RE_PROB")
+    c.at_least("MIXUP.ALPHA", 0)
+    c.at_least("MIXUP.CUTMIX_ALPHA", 0)
+    c.in_unit("MIXUP.PROB")
+    c.in_unit("MIXUP.SWITCH_PROB")
+    c.in_unit("MIXUP.LABEL_SMOOTHING", closed_high=False)
+
+
+def _check_model(c: _Checker) -> None:
+    cfg = c.cfg
+    c.at_least("MODEL.NUM_CLASSES", 1)
+    c.choice("MODEL.TEMPORAL_INIT", TEMPORAL_INITS)
+    c.choice("MODEL.TIME_EMBED_INIT", TIME_EMBED_INITS)
+    c.choice("MODEL.TEMPORAL_FC_INIT", TEMPORAL_FC_INITS)
+    c.in_unit("MODEL.DROP_PATH_RATE", closed_high=False)
+    c.in_unit("MODEL.DROPOUT_RATE", closed_high=False)
+    c.check("MODEL_EMA.DECAY", 0.0 < cfg.MODEL_EMA.DECAY < 1.0, "must be in (0, 1)")
+    from regionvit_video.models import check_video_model, list_models
+
+    models = list_models()
+    if cfg.MODEL.ARCH not in models:
+        close = difflib.get_close_matches(cfg.MODEL.ARCH, models, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else f"; registered: {', '.join(models)}"
+        c.err("MODEL.ARCH", f"{cfg.MODEL.ARCH!r} is not a registered model{hint}")
+        return
+    try:  # every job feeds clips: training, testing, features and prediction need a video model
+        check_video_model(cfg.MODEL.ARCH)
+    except ValueError as e:
+        c.err("MODEL.ARCH", str(e))
+
+
+def _check_solver(c: _Checker) -> None:
+    cfg = c.cfg
+    c.check("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR > 0 and math.isfinite(cfg.SOLVER.BASE_LR), "must be > 0")
+    for key in ("SOLVER.WEIGHT_DECAY", "SOLVER.WARMUP_EPOCHS", "SOLVER.WARMUP_START_LR",
+                "SOLVER.COSINE_END_LR", "SOLVER.CLIP_GRAD_NORM"):
+        c.at_least(key, 0)
+    c.check("SOLVER.MOMENTUM", 0.0 <= cfg.SOLVER.MOMENTUM < 1.0, "must be in [0, 1)")
+    c.at_least("SOLVER.MAX_EPOCH", 1)
+    c.choice("SOLVER.LR_POLICY", LR_POLICY_CHOICES)
+    if cfg.SOLVER.LR_POLICY == "steps_with_relative_lrs":
+        steps, lrs = list(cfg.SOLVER.STEPS), list(cfg.SOLVER.LRS)
+        c.check("SOLVER.STEPS", bool(steps) and steps[0] == 0 and all(b > a for a, b in zip(steps, steps[1:]))
+                and steps[-1] < cfg.SOLVER.MAX_EPOCH,
+                f"must start at 0 and increase strictly below SOLVER.MAX_EPOCH ({cfg.SOLVER.MAX_EPOCH})")
+        c.check("SOLVER.LRS", len(lrs) == len(steps) and all(r > 0 for r in lrs),
+                f"must give one positive relative lr per SOLVER.STEPS entry ({len(steps)})")
+    from timm.optim import list_optimizers
+
+    opts = list_optimizers()
+    if cfg.SOLVER.OPTIMIZING_METHOD.lower() not in opts:
+        close = difflib.get_close_matches(cfg.SOLVER.OPTIMIZING_METHOD.lower(), opts, n=3)
+        c.err("SOLVER.OPTIMIZING_METHOD", f"{cfg.SOLVER.OPTIMIZING_METHOD!r} is not a timm optimizer"
+              + (f"; did you mean {' or '.join(close)}?" if close else ""))
 
 
 def validate_config(
@@ -391,201 +544,67 @@ def validate_config(
     Raises:
         ConfigError: one line per problem, each naming the key and where it was set.
     """
-    sources = sources or {}
-    errors: list[str] = []
-
-    def err(key: str, msg: str) -> None:
-        src = sources.get(key)
-        errors.append(f"{key}: {msg}" + (f" (set at {src})" if src else ""))
-
-    def get(key: str) -> Any:
-        node: Any = cfg
-        for part in key.split("."):
-            node = node[part]
-        return node
-
-    def check(key: str, ok: bool, msg: str) -> None:
-        if not ok:
-            err(key, f"{msg}, got {get(key)!r}")
-
-    def choice(key: str, choices: Iterable[str]) -> None:
-        choices = tuple(choices)
-        check(key, get(key) in choices, f"must be one of {', '.join(map(repr, choices))}")
-
-    def at_least(key: str, low: float) -> None:
-        v = get(key)
-        check(key, isinstance(v, (int, float)) and math.isfinite(v) and v >= low, f"must be >= {low}")
-
-    def in_unit(key: str, closed_high: bool = True) -> None:
-        v = get(key)
-        ok = 0.0 <= v <= 1.0 if closed_high else 0.0 <= v < 1.0
-        check(key, ok, f"must be in [0, 1{']' if closed_high else ')'}")
-
-    # Top level and devices.
-    choice("DEVICE", DEVICE_CHOICES)
-    choice("DIST_BACKEND", BACKEND_CHOICES)
-    at_least("LOG_PERIOD", 1)
-    check("RNG_SEED", 0 <= cfg.RNG_SEED < 2**31, "must be in [0, 2**31)")
-    check("OUTPUT_DIR", bool(cfg.OUTPUT_DIR.strip()), "must not be empty")
-    if cfg.DEVICE == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            err("DEVICE", "'cuda' was requested but torch.cuda.is_available() is False")
-
-    # Training.
-    choice("TRAIN.DATASET", DATASET_CHOICES)
-    choice("TEST.DATASET", DATASET_CHOICES)
-    for key in ("TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "FEATURES.BATCH_SIZE", "TRAIN.GRAD_ACCUM_STEPS",
-                "TRAIN.CHECKPOINT_PERIOD", "TEST.NUM_ENSEMBLE_VIEWS"):
-        at_least(key, 1)
-    for key in ("TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_ITER_PERIOD", "TRAIN.CHECKPOINT_KEEP"):
-        at_least(key, 0)
-    choice("TRAIN.MIXED_PRECISION", MIXED_PRECISION_CHOICES)
-    in_unit("TRAIN.MAX_BAD_VIDEO_FRACTION")
-    accum, period = cfg.TRAIN.GRAD_ACCUM_STEPS, cfg.TRAIN.CHECKPOINT_ITER_PERIOD
-    if accum >= 1 and period > 0 and period % accum:
-        err("TRAIN.CHECKPOINT_ITER_PERIOD", f"must be a multiple of TRAIN.GRAD_ACCUM_STEPS ({accum}) "
-            f"so that mid-epoch checkpoints fall between optimizer steps, got {period}")
-
-    # Testing.
-    check("TEST.NUM_SPATIAL_CROPS", cfg.TEST.NUM_SPATIAL_CROPS in (1, 3), "must be 1 (centre) or 3")
-    check("TEST.SPLIT", bool(cfg.TEST.SPLIT), "must name a split such as 'test' or 'val'")
-
-    # Data.
-    at_least("DATA.NUM_FRAMES", 1)
-    choice("DATA.SAMPLING", SAMPLING_CHOICES)
-    at_least("DATA.SAMPLING_RATE", 1)
-    check("DATA.TARGET_FPS", cfg.DATA.TARGET_FPS > 0, "must be > 0")
-    js = cfg.DATA.TRAIN_JITTER_SCALES
-    check("DATA.TRAIN_JITTER_SCALES", len(js) == 2 and 0 < js[0] <= js[1],
-          "must be [min, max] with 0 < min <= max")
-    for key in ("DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE", "DATA.TEST_SCALE"):
-        at_least(key, 1)
-    check("DATA.MEAN", len(cfg.DATA.MEAN) == 3, "must have 3 values (R, G, B)")
-    check("DATA.STD", len(cfg.DATA.STD) == 3 and all(s > 0 for s in cfg.DATA.STD),
-          "must have 3 positive values (R, G, B)")
-    choice("DATA.DECODER", DECODER_CHOICES)
-    at_least("DATA.DECODE_THREADS", 0)
-    at_least("DATA.DECODE_TIMEOUT", 0)
-    at_least("DATA.NUM_RETRIES", 0)
-    at_least("DATA_LOADER.NUM_WORKERS", 0)
-    at_least("DEMO.TOP_K", 1)
-
-    # Augmentation and mixup.
-    at_least("AUG.RA_MAGNITUDE", 0)
-    at_least("AUG.RA_NUM_LAYERS", 0)
-    in_unit("AUG.RE_PROB")
-    at_least("MIXUP.ALPHA", 0)
-    at_least("MIXUP.CUTMIX_ALPHA", 0)
-    in_unit("MIXUP.PROB")
-    in_unit("MIXUP.SWITCH_PROB")
-    in_unit("MIXUP.LABEL_SMOOTHING", closed_high=False)
-
-    # Model.
-    at_least("MODEL.NUM_CLASSES", 1)
-    choice("MODEL.TEMPORAL_INIT", TEMPORAL_INIT_CHOICES)
-    choice("MODEL.TIME_EMBED_INIT", TIME_EMBED_INIT_CHOICES)
-    choice("MODEL.TEMPORAL_FC_INIT", TEMPORAL_FC_INIT_CHOICES)
-    in_unit("MODEL.DROP_PATH_RATE", closed_high=False)
-    in_unit("MODEL.DROPOUT_RATE", closed_high=False)
-    models = _registered_models()
-    if models is not None and cfg.MODEL.ARCH not in models:
-        close = difflib.get_close_matches(cfg.MODEL.ARCH, models, n=3)
-        hint = f"; did you mean {' or '.join(close)}?" if close else f"; registered: {', '.join(models)}"
-        err("MODEL.ARCH", f"{cfg.MODEL.ARCH!r} is not a registered model{hint}")
-    check("MODEL_EMA.DECAY", 0.0 < cfg.MODEL_EMA.DECAY < 1.0, "must be in (0, 1)")
-
-    # Solver.
-    check("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR > 0 and math.isfinite(cfg.SOLVER.BASE_LR), "must be > 0")
-    for key in ("SOLVER.WEIGHT_DECAY", "SOLVER.WARMUP_EPOCHS", "SOLVER.WARMUP_START_LR",
-                "SOLVER.COSINE_END_LR", "SOLVER.CLIP_GRAD_NORM"):
-        at_least(key, 0)
-    check("SOLVER.MOMENTUM", 0.0 <= cfg.SOLVER.MOMENTUM < 1.0, "must be in [0, 1)")
-    at_least("SOLVER.MAX_EPOCH", 1)
-    choice("SOLVER.LR_POLICY", LR_POLICY_CHOICES)
-    if cfg.SOLVER.LR_POLICY == "steps_with_relative_lrs":
-        steps, lrs = list(cfg.SOLVER.STEPS), list(cfg.SOLVER.LRS)
-        check("SOLVER.STEPS", bool(steps) and steps[0] == 0 and all(b > a for a, b in zip(steps, steps[1:]))
-              and steps[-1] < cfg.SOLVER.MAX_EPOCH,
-              f"must start at 0 and increase strictly below SOLVER.MAX_EPOCH ({cfg.SOLVER.MAX_EPOCH})")
-        check("SOLVER.LRS", len(lrs) == len(steps) and all(r > 0 for r in lrs),
-              f"must give one positive relative lr per SOLVER.STEPS entry ({len(steps)})")
-    try:
-        from timm.optim import list_optimizers
-
-        opts = list_optimizers()
-        if cfg.SOLVER.OPTIMIZING_METHOD.lower() not in opts:
-            close = difflib.get_close_matches(cfg.SOLVER.OPTIMIZING_METHOD.lower(), opts, n=3)
-            err("SOLVER.OPTIMIZING_METHOD", f"{cfg.SOLVER.OPTIMIZING_METHOD!r} is not a timm optimizer"
-                + (f"; did you mean {' or '.join(close)}?" if close else ""))
-    except ImportError:  # pragma: no cover - timm is a hard dependency
-        pass
-
+    c = _Checker(cfg, sources or {})
+    for section in (_check_run, _check_train, _check_inference, _check_data, _check_model, _check_solver):
+        section(c)
     if check_paths:
-        _check_paths(cfg, err)
+        _check_paths(c)
+    if c.errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(c.errors))
 
-    if errors:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+def _check_data_files(c: _Checker) -> None:
+    """The files each split of the enabled jobs reads (:data:`regionvit_video.data.DATASETS`)."""
+    cfg, data_dir = c.cfg, c.cfg.DATA.PATH_TO_DATA_DIR
+    needed = []  # (dataset, split, why)
+    if cfg.TRAIN.ENABLE:
+        needed.append((cfg.TRAIN.DATASET, "train", "TRAIN.DATASET"))
+        if cfg.TRAIN.EVAL_PERIOD > 0:
+            needed.append((cfg.TRAIN.DATASET, "val", "TRAIN.EVAL_PERIOD"))
+    if cfg.TEST.ENABLE:
+        needed.append((cfg.TEST.DATASET, "test", "TEST.SPLIT"))
+    missing = {}
+    for name, split, why in needed:
+        if name not in DATASETS:
+            continue  # reported by the dataset key's check
+        for file, what in DATASETS[name].split_files(split, cfg.TEST.SPLIT):
+            path = os.path.join(data_dir, file)
+            if not os.path.isfile(path):
+                missing.setdefault(path, (what, why))
+    for path, (what, why) in missing.items():
+        c.err("DATA.PATH_TO_DATA_DIR", f"the {what} {path!r} does not exist (needed because of {why})")
 
 
-def _check_paths(cfg: CfgNode, err) -> None:
+def _check_paths(c: _Checker) -> None:
     """Paths that must exist for the requested jobs."""
+    cfg = c.cfg
     needs_data = cfg.TRAIN.ENABLE or cfg.TEST.ENABLE
     data_dir = cfg.DATA.PATH_TO_DATA_DIR
     if needs_data:
         if not data_dir:
-            err("DATA.PATH_TO_DATA_DIR", "is empty; set it to the folder of the dataset's split files")
+            c.err("DATA.PATH_TO_DATA_DIR", "is empty; set it to the folder of the dataset's split files")
         elif not os.path.isdir(data_dir):
-            err("DATA.PATH_TO_DATA_DIR", f"folder {data_dir!r} does not exist")
+            c.err("DATA.PATH_TO_DATA_DIR", f"folder {data_dir!r} does not exist")
         else:
-            lists = []
-            if cfg.TRAIN.ENABLE and cfg.TRAIN.DATASET == "kinetics":
-                lists.append(("TRAIN.DATASET", "train"))
-                if cfg.TRAIN.EVAL_PERIOD > 0:
-                    lists.append(("TRAIN.EVAL_PERIOD", "val"))
-            if cfg.TEST.ENABLE and cfg.TEST.DATASET == "kinetics":
-                lists.append(("TEST.SPLIT", cfg.TEST.SPLIT))
-            ssv2 = []
-            if cfg.TRAIN.ENABLE and cfg.TRAIN.DATASET == "ssv2":
-                ssv2 += ["something-something-v2-labels.json", "something-something-v2-train.json"]
-                if cfg.TRAIN.EVAL_PERIOD > 0:
-                    ssv2.append("something-something-v2-validation.json")
-            if cfg.TEST.ENABLE and cfg.TEST.DATASET == "ssv2":
-                ssv2 += ["something-something-v2-labels.json", "something-something-v2-train.json"
-                         if cfg.TEST.SPLIT == "train" else "something-something-v2-validation.json"]
-            for name in dict.fromkeys(ssv2):
-                if not os.path.isfile(os.path.join(data_dir, name)):
-                    err("DATA.PATH_TO_DATA_DIR", f"the SSv2 file {os.path.join(data_dir, name)!r} does not exist")
-            for why, split in lists:
-                csv = os.path.join(data_dir, f"{split}.csv")
-                if not os.path.isfile(csv):
-                    err("DATA.PATH_TO_DATA_DIR", f"the {split} list {csv!r} does not exist "
-                        f"(needed because of {why})")
+            _check_data_files(c)
     if cfg.DATA.PATH_PREFIX and needs_data and not os.path.isdir(cfg.DATA.PATH_PREFIX):
-        err("DATA.PATH_PREFIX", f"folder {cfg.DATA.PATH_PREFIX!r} does not exist")
-    for key in ("DATA.CLASS_NAMES", "MODEL.PRETRAINED", "TRAIN.CHECKPOINT_FILE_PATH",
-                "TEST.CHECKPOINT_FILE_PATH"):
-        section, name = key.split(".")
-        value = cfg[section][name]
+        c.err("DATA.PATH_PREFIX", f"folder {cfg.DATA.PATH_PREFIX!r} does not exist")
+    for key in ("DATA.CLASS_NAMES", "MODEL.PRETRAINED", "TRAIN.CHECKPOINT_FILE_PATH", "TEST.CHECKPOINT_FILE_PATH"):
+        value = c.get(key)
         if value and not os.path.isfile(value):
-            err(key, f"file {value!r} does not exist")
+            c.err(key, f"file {value!r} does not exist")
     if cfg.FEATURES.ENABLE:
         if not cfg.FEATURES.INPUT:
-            err("FEATURES.INPUT", "is empty; set it to a folder of videos or a Kinetics-layout list")
+            c.err("FEATURES.INPUT", "is empty; set it to a folder of videos or a Kinetics-layout list")
         elif not os.path.exists(cfg.FEATURES.INPUT):
-            err("FEATURES.INPUT", f"{cfg.FEATURES.INPUT!r} does not exist")
-    if cfg.DEMO.ENABLE and not os.path.isfile(cfg.DEMO.INPUT):
-        err("DEMO.INPUT", f"video {cfg.DEMO.INPUT!r} does not exist")
+            c.err("FEATURES.INPUT", f"{cfg.FEATURES.INPUT!r} does not exist")
+    if cfg.PREDICT.ENABLE and not os.path.isfile(cfg.PREDICT.INPUT):
+        c.err("PREDICT.INPUT", f"video {cfg.PREDICT.INPUT!r} does not exist")
     if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE and not cfg.TEST.CHECKPOINT_FILE_PATH:
-        ckpt_dir = Path(cfg.OUTPUT_DIR) / CHECKPOINT_SUBDIR
-        has_ckpt = ckpt_dir.is_dir() and any(
-            p.name.startswith("checkpoint_") and p.suffix == ".pyth" for p in ckpt_dir.iterdir()
-        )
-        if not has_ckpt:
-            err("TEST.CHECKPOINT_FILE_PATH", f"is empty and {ckpt_dir} holds no checkpoint, with "
-                "TRAIN.ENABLE False: refusing to test an untrained model; set "
-                "TEST.CHECKPOINT_FILE_PATH to the checkpoint to test")
+        if latest_checkpoint(cfg.OUTPUT_DIR) is None:
+            c.err("TEST.CHECKPOINT_FILE_PATH", f"is empty and {checkpoint_dir(cfg.OUTPUT_DIR)} holds no checkpoint, "
+                  "with TRAIN.ENABLE False: refusing to test an untrained model; set TEST.CHECKPOINT_FILE_PATH to "
+                  "the checkpoint to test")
 
 
 # ------------------------------------------------------------------------------------------------ #

@@ -1,7 +1,10 @@
-"""Kinetics (CSV layout, also any custom dataset) and Something-Something-V2 (official json layout).
+"""Kinetics (CSV layout, also any custom dataset) and Something-Something-V2 (official json layout), the
+lists of videos to run inference on, and the dataset itself.
 
 List files are read and checked completely when the dataset is built, so a bad line stops the
-run before training starts, with the file and line (or entry) named.
+run before training starts, with the file and line (or entry) named. :data:`DATASETS` says, for each
+dataset name, which files a split needs and how they are read: the builder
+(:func:`regionvit_video.data.loader.build_dataset`) and the config validation both use it.
 
 Sample contract (the engine codes against it):
 
@@ -35,24 +38,27 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from regionvit_video.data.decoder import DecodeError, read_frames
-from regionvit_video.data.sampling import clip_indices
-from regionvit_video.data.transforms import TrainTransform, eval_views
+from regionvit_video.data.decoder import BACKENDS, DecodeError, read_frames
+from regionvit_video.data.sampling import SAMPLINGS, clip_indices
+from regionvit_video.data.transforms import SPATIAL_CROPS, TrainTransform, eval_views
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["train", "val", "test"]
+Split = Literal["train", "val", "test"]  # also the mode of a VideoDataset
 DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 SSV2_LABELS = "something-something-v2-labels.json"
 SSV2_SPLITS = {"train": "something-something-v2-train.json", "validation": "something-something-v2-validation.json"}
 # Consecutive replacement videos that may fail before a training item gives up.
 MAX_REPLACEMENTS = 50
+# What a folder of videos is searched for (list_videos).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv",
+                    ".wmv", ".3gp", ".ts")
 
 
 class DatasetFormatError(ValueError):
@@ -68,6 +74,20 @@ class VideoRecord:
 # ---------------------------------------------------------------------------------------------- #
 # List files
 # ---------------------------------------------------------------------------------------------- #
+def _list_lines(path: str) -> Iterator[tuple[int, str]]:
+    """``(line number, stripped line)`` of a UTF-8 list file, blank lines skipped; bytes that are not
+    UTF-8 raise :class:`DatasetFormatError` naming the file and line."""
+    with open(path, "rb") as f:
+        raw_lines = f.read().splitlines()
+    for lineno, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise DatasetFormatError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        if line:
+            yield lineno, line
+
+
 def read_kinetics_csv(csv_path: str | os.PathLike, *, num_classes: int, path_prefix: str = "",
                       separator: str = " ") -> list[VideoRecord]:
     """Read a PySlowFast-layout list: one ``path<separator>label`` a line, no header.
@@ -81,17 +101,8 @@ def read_kinetics_csv(csv_path: str | os.PathLike, *, num_classes: int, path_pre
         raise FileNotFoundError(f"list file not found: {csv_path} (DATA.PATH_TO_DATA_DIR)")
     if not separator:
         raise ValueError("DATA.PATH_LABEL_SEPARATOR must not be empty")
-    with open(csv_path, "rb") as f:
-        raw_lines = f.read().splitlines()
     records = []
-    for lineno, raw in enumerate(raw_lines, start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DatasetFormatError(f"{csv_path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-        line = line.strip()
-        if not line:
-            continue
+    for lineno, line in _list_lines(csv_path):
         fields = line.split(separator)
         if len(fields) != 2:
             raise DatasetFormatError(
@@ -111,6 +122,65 @@ def read_kinetics_csv(csv_path: str | os.PathLike, *, num_classes: int, path_pre
     if not records:
         raise DatasetFormatError(f"{csv_path}: no videos listed")
     return records
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """A video to run inference on: its file and its key, the path relative to the folder (or as listed),
+    '/'-separated, with its extension (outputs are named after it)."""
+
+    path: str
+    rel: str
+
+
+def list_videos(source: str | os.PathLike, *, path_prefix: str = "", separator: str = " ",
+                source_key: str = "the video list") -> list[VideoFile]:
+    """The videos of a folder (recursive, sorted, :data:`VIDEO_EXTENSIONS`) or of a list file in the Kinetics
+    CSV layout, where a line is ``path`` or ``path<separator>label`` (the label is not used).
+
+    Blank lines are skipped; a path listed twice is kept once. Paths in a list are joined to
+    ``path_prefix`` and keyed as listed (an absolute path is keyed without its leading '/', and a '..'
+    part is keyed as '__', so no key leads out of an output folder named after it).
+
+    Args:
+        source: the folder or list file.
+        path_prefix: DATA.PATH_PREFIX.
+        separator: DATA.PATH_LABEL_SEPARATOR.
+        source_key: the config key ``source`` came from, for the error messages.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        DatasetFormatError: a list line has more than two columns (file and line named), or nothing is found.
+    """
+    source = str(source)
+    if not source:
+        raise ValueError(f"{source_key} is empty: give a folder of videos or a CSV list")
+    if os.path.isdir(source):
+        items = []
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.lower().endswith(VIDEO_EXTENSIONS) and not name.startswith("."):
+                    full = os.path.join(dirpath, name)
+                    items.append(VideoFile(full, Path(os.path.relpath(full, source)).as_posix()))
+        if not items:
+            raise DatasetFormatError(f"{source_key} {source}: no video files ({', '.join(VIDEO_EXTENSIONS)}) found")
+        return items
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"{source_key} {source}: no such file or folder")
+    listed: dict[str, VideoFile] = {}
+    for lineno, line in _list_lines(source):
+        fields = line.split(separator) if separator else [line]
+        if len(fields) > 2:
+            raise DatasetFormatError(f"{source}:{lineno}: expected 'path' or 'path{separator}label', got {line!r} "
+                                     f"(DATA.PATH_LABEL_SEPARATOR={separator!r})")
+        path = fields[0].strip()
+        # Never '..' in a key: "../../x.mp4" would name OUTPUT_DIR/features/../../x.npy.
+        rel = "/".join("__" if part == ".." else part for part in Path(path).parts if part not in ("/", "."))
+        listed.setdefault(rel, VideoFile(os.path.join(path_prefix, path), rel))
+    if not listed:
+        raise DatasetFormatError(f"{source}: no videos listed")
+    return list(listed.values())
 
 
 def _read_json(path: str):
@@ -177,6 +247,81 @@ def load_class_names(path: str | os.PathLike, num_classes: int | None = None) ->
     if num_classes is not None and len(names) != num_classes:
         raise ValueError(f"{path}: {len(names)} class names, but MODEL.NUM_CLASSES is {num_classes}")
     return names
+
+
+# ---------------------------------------------------------------------------------------------- #
+# The datasets: files, readers and class names by name
+# ---------------------------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class DatasetLayout:
+    """How a dataset name (TRAIN.DATASET / TEST.DATASET) maps to files in DATA.PATH_TO_DATA_DIR and to records.
+
+    ``split`` is "train", "val" or "test"; the test split reads the list ``test_split`` (TEST.SPLIT) names.
+    """
+
+    name: str
+    random_flip: bool = True  # False: left/right is part of the labels, so training never flips
+
+    def split_files(self, split: Split, test_split: str) -> list[tuple[str, str]]:
+        """``(file name, what it is)`` of every file ``split`` reads."""
+        raise NotImplementedError
+
+    def read(self, data_dir: str, split: Split, test_split: str, *, num_classes: int, path_prefix: str = "",
+             separator: str = " ") -> list[VideoRecord]:
+        """The records of ``split`` (every line or entry checked: :class:`DatasetFormatError` names it)."""
+        raise NotImplementedError
+
+    def class_names(self, data_dir: str, num_classes: int) -> list[str]:
+        """The dataset's own class names (``class_<i>`` where it has none)."""
+        return [f"class_{i}" for i in range(num_classes)]
+
+
+class KineticsLayout(DatasetLayout):
+    """PySlowFast's CSV layout (Kinetics and any custom dataset): ``{train,val,<TEST.SPLIT>}.csv``."""
+
+    def split_files(self, split: Split, test_split: str) -> list[tuple[str, str]]:
+        name = test_split if split == "test" else split
+        return [(f"{name}.csv", f"{name} list")]
+
+    def read(self, data_dir, split, test_split, *, num_classes, path_prefix="", separator=" "):
+        (csv_name, _), = self.split_files(split, test_split)
+        return read_kinetics_csv(os.path.join(data_dir, csv_name), num_classes=num_classes, path_prefix=path_prefix,
+                                 separator=separator)
+
+    def class_names(self, data_dir, num_classes):
+        """``datasets/kinetics400_classes.txt`` for a 400-class model."""
+        path = DATASETS_DIR / "kinetics400_classes.txt"
+        if num_classes == 400 and path.is_file():
+            return load_class_names(path, num_classes)
+        return super().class_names(data_dir, num_classes)
+
+
+class SSv2Layout(DatasetLayout):
+    """The official Something-Something-V2 jsons; "test" reads the validation json (its labels are public)
+    unless TEST.SPLIT is "train"."""
+
+    def _json_split(self, split: Split, test_split: str) -> Literal["train", "validation"]:
+        return "train" if (test_split if split == "test" else split) == "train" else "validation"
+
+    def split_files(self, split: Split, test_split: str) -> list[tuple[str, str]]:
+        return [(SSV2_LABELS, "SSv2 file"), (SSV2_SPLITS[self._json_split(split, test_split)], "SSv2 file")]
+
+    def read(self, data_dir, split, test_split, *, num_classes, path_prefix="", separator=" "):
+        return read_ssv2_split(data_dir, self._json_split(split, test_split), path_prefix=path_prefix,
+                               num_classes=num_classes)
+
+    def class_names(self, data_dir, num_classes):
+        """The labels json, in id order (``class_<i>`` without it)."""
+        if not os.path.isfile(os.path.join(str(data_dir), SSV2_LABELS)):
+            return super().class_names(data_dir, num_classes)
+        by_id = {v: k for k, v in read_ssv2_labels(data_dir).items()}
+        return [by_id.get(i, f"class_{i}") for i in range(num_classes)]
+
+
+DATASETS: dict[str, DatasetLayout] = {
+    "kinetics": KineticsLayout("kinetics"),
+    "ssv2": SSv2Layout("ssv2", random_flip=False),  # left/right is in its labels ("... from left to right")
+}
 
 
 # ---------------------------------------------------------------------------------------------- #
@@ -251,7 +396,7 @@ class VideoDataset(Dataset):
         class_names: names of the classes (for logs and predictions).
     """
 
-    def __init__(self, records: Sequence[VideoRecord], *, mode: Mode, num_frames: int = 8,
+    def __init__(self, records: Sequence[VideoRecord], *, mode: Split, num_frames: int = 8,
                  sampling: str = "uniform", sampling_rate: int = 8, target_fps: float = 30.0,
                  train_transform: TrainTransform | None = None, test_scale: int = 256, test_crop_size: int = 224,
                  num_ensemble_views: int = 1, num_spatial_crops: int = 3,
@@ -263,12 +408,12 @@ class VideoDataset(Dataset):
             raise ValueError(f"mode must be 'train', 'val' or 'test', got {mode!r}")
         if mode == "train" and train_transform is None:
             raise ValueError("mode 'train' needs a train_transform")
-        if sampling not in ("uniform", "dense"):
-            raise ValueError(f"DATA.SAMPLING must be 'uniform' or 'dense', got {sampling!r}")
-        if decoder not in ("decord", "pyav"):
-            raise ValueError(f"DATA.DECODER must be 'decord' or 'pyav', got {decoder!r}")
-        if num_ensemble_views < 1 or num_spatial_crops not in (1, 3):
-            raise ValueError("TEST.NUM_ENSEMBLE_VIEWS must be >= 1 and TEST.NUM_SPATIAL_CROPS 1 or 3")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"DATA.SAMPLING must be one of {SAMPLINGS}, got {sampling!r}")
+        if decoder not in BACKENDS:
+            raise ValueError(f"DATA.DECODER must be one of {BACKENDS}, got {decoder!r}")
+        if num_ensemble_views < 1 or num_spatial_crops not in SPATIAL_CROPS:
+            raise ValueError(f"TEST.NUM_ENSEMBLE_VIEWS must be >= 1 and TEST.NUM_SPATIAL_CROPS one of {SPATIAL_CROPS}")
         self.records = list(records)
         self.mode = mode
         self.num_frames, self.sampling, self.sampling_rate, self.target_fps = num_frames, sampling, sampling_rate, target_fps

@@ -1,49 +1,13 @@
 """Video decoding: decord (default) and PyAV readers behind one interface, with a time bound.
 
-Only the frames a clip needs are decoded: ``reader.get_frames(indices)`` hands decord's
-``get_batch`` the sorted, de-duplicated, clamped indices and returns the frames in the order asked
-for (duplicates included). One reader is opened per dataset item and closed right after
-(``with open_video(...) as reader``), which keeps memory flat over many reads.
-
-decord quirks guarded here (decord #91 #195 #373; datasets/README.md "Decoding"):
-- ``len(vr)`` can over-report the frame count by one or two: indices are clamped, and when
-  ``get_batch`` fails on indices near the end, the tail indices are pulled back frame by frame
-  (up to ``_MAX_TAIL_BACKOFF`` frames) and the frame count is corrected.
-- A file decord cannot open (or decode) but PyAV can is read with PyAV automatically
-  (``fallback=True``), and a file neither can read raises :class:`DecodeError` with the reason. The
-  fallback is logged as a warning once per file and process (then at debug level): decord2 3.4.0's
-  ``get_batch`` fails on every read of H.264 files of some small frame widths, which depend on the
-  CPU ("Check failed: from_size == to_size"; widths 16, 24, 48, 72 on AVX2 CPUs, 32, 48, 96 on
-  AVX-512 ones), and PyAV gives the same frames.
-
-Time bound (DATA.DECODE_TIMEOUT). Two levels, both per dataset item:
-1. Soft bound, :func:`time_limit`: a ``SIGALRM`` interval timer in the main thread of the process
-   that decodes (a DataLoader worker, or the main process with ``NUM_WORKERS 0``). When it fires,
-   :class:`DecodeTimeout` (a :class:`DecodeError`) is raised in the decoding code, so the item
-   counts as a decode failure (retried / replaced in training, reported in testing). This
-   interrupts anything that returns to the Python interpreter: PyAV's packet loop, a slow
-   filesystem read, a decord call between frames.
-2. Hard bound, only inside DataLoader worker processes: a native loop that never returns to
-   Python (decord #373: an endless loop inside ``get_batch``) cannot be interrupted by a signal
-   handler. For that case :func:`time_limit` also arms ``faulthandler.dump_traceback_later`` at
-   ``2 * timeout + 10`` s with ``exit=True``: faulthandler's watchdog is a C thread that needs no
-   GIL, so the stuck worker prints the Python stack of the hung call to stderr and exits; the
-   DataLoader then raises "worker exited unexpectedly" in the main process instead of hanging
-   forever (the run fails loudly; it does not stall). The main process is never
-   killed this way (there only the soft bound applies).
-
-   Naming the video: before arming the hard bound, the worker writes an in-flight record (the
-   path, DATA.DECODE_TIMEOUT, the bound, when it was armed) to
-   ``<tempdir>/regionvit_video-<uid>/decoding-<worker pid>.json`` (a per-user 0700 directory; one
-   file per worker, so any number of workers and torchrun processes) and removes it when the
-   bound is disarmed. The training and test loops catch torch's "exited unexpectedly" error and
-   pass it to :func:`regionvit_video.data.loader.raise_hung_decode`, which reads (and removes) the
-   record of the dead worker named in the error (:func:`hard_bound_timeout`): when that worker was
-   still decoding past its bound, the run stops with :class:`DecodeTimeout` "<path>: decode did not
-   return within N s (hard bound of DATA.DECODE_TIMEOUT=T s); the DataLoader worker (pid P) was
-   ended", chained to torch's error, after appending ``<path>\\thard decode timeout`` to
-   OUTPUT_DIR/bad_videos.txt (checkpoints and logs already written stay). Any other worker death
-   (killed by a signal, died outside a decode or before its bound) is re-raised unchanged.
+:func:`open_video` / :func:`read_frames` decode only the frames a clip needs (``get_batch`` on sorted,
+de-duplicated, clamped indices; the frames come back in the order asked for) and close the reader right
+after, which keeps memory flat. decord's over-reported frame counts are guarded (decord issues #91, #195),
+a file decord cannot open or decode is read with PyAV (:func:`decode_frames`; a warning once per file
+and process, since decord2 fails on every read of some small frame widths), and every item's decode is
+bounded by ``DATA.DECODE_TIMEOUT`` (:func:`time_limit`; a DataLoader worker stuck in native code, as in
+decord #373, is ended and its video named: :func:`hard_bound_timeout`). The why and how of each guard:
+datasets/README.md, "Decoding".
 """
 from __future__ import annotations
 
@@ -108,8 +72,12 @@ def _in_dataloader_worker() -> bool:
 def time_limit(seconds: float, path: str = "") -> Iterator[None]:
     """Raise :class:`DecodeTimeout` if the body runs longer than ``seconds`` (0: no bound).
 
-    See the module docstring for the two levels of the bound. Outside the main thread (where
-    signals cannot be used) only the hard bound of worker processes applies.
+    Two levels (datasets/README.md, "Decoding"): a ``SIGALRM`` timer in the decoding process's main
+    thread raises :class:`DecodeTimeout` in anything that returns to the interpreter; inside a
+    DataLoader worker, ``faulthandler.dump_traceback_later(2 * seconds + 10, exit=True)`` also ends a
+    worker stuck in native code (its stack printed), after an in-flight record naming the video is
+    written for :func:`hard_bound_timeout`. Outside the main thread (where signals cannot be used)
+    only the hard bound of worker processes applies.
     """
     if not seconds or seconds <= 0:
         yield
@@ -150,7 +118,7 @@ def time_limit(seconds: float, path: str = "") -> Iterator[None]:
 
 
 def _in_flight_record(pid: int) -> str:
-    """Where DataLoader worker ``pid`` records the decode it is in (see the module docstring)."""
+    """Where DataLoader worker ``pid`` records the decode it is in: a per-user 0700 folder, one file per worker."""
     return os.path.join(tempfile.gettempdir(), f"regionvit_video-{os.getuid()}", f"decoding-{pid}.json")
 
 
@@ -400,6 +368,7 @@ def _log_fallback(path: str, reason: str, action: str) -> None:
 
 
 _READERS = {"decord": DecordReader, "pyav": PyAVReader}
+BACKENDS: tuple[str, ...] = tuple(_READERS)  # DATA.DECODER
 
 
 def open_video(path: str | os.PathLike, backend: Backend = "decord", *, num_threads: int = 1,
@@ -428,6 +397,39 @@ def open_video(path: str | os.PathLike, backend: Backend = "decord", *, num_thre
         return reader
 
 
+def decode_frames(reader: VideoReader, indices: Sequence[int], *, num_threads: int = 1,
+                  fallback: bool = True) -> tuple[np.ndarray, VideoReader]:
+    """``reader.get_frames(indices)``; when decord fails to decode and ``fallback`` is set, the reader is
+    closed and the file re-read with PyAV.
+
+    Returns:
+        ``(frames, reader)``: the reader now in use (the PyAV one after a fallback; the caller closes it).
+
+    Raises:
+        DecodeError: neither decoder can decode the frames (the reason names both failures).
+    """
+    try:
+        return reader.get_frames(indices), reader
+    except DecodeTimeout:
+        raise
+    except DecodeError as e:
+        if not fallback or reader.backend == "pyav":
+            raise
+        path, pyav = reader.path, None
+        reader.close()
+        try:
+            pyav = PyAVReader(path, num_threads=num_threads)
+            frames = pyav.get_frames(indices)
+        except BaseException as e2:
+            if pyav is not None:
+                pyav.close()
+            if isinstance(e2, DecodeError):
+                raise DecodeError(path, f"{e.reason}; PyAV fallback: {e2.reason}") from None
+            raise
+        _log_fallback(path, e.reason, "decoded with PyAV instead")
+        return frames, pyav
+
+
 def read_frames(path: str | os.PathLike, indices_fn, backend: Backend = "decord", *, num_threads: int = 1,
                 timeout: float = 0.0, fallback: bool = True) -> tuple[np.ndarray, np.ndarray, VideoReader]:
     """Open, choose indices from the real frame count, decode them, close; all under the time bound.
@@ -449,20 +451,7 @@ def read_frames(path: str | os.PathLike, indices_fn, backend: Backend = "decord"
         reader = open_video(path, backend, num_threads=num_threads, fallback=fallback)
         try:
             indices = np.asarray(indices_fn(reader.num_frames, reader.fps), dtype=np.int64)
-            try:
-                frames = reader.get_frames(indices)
-            except DecodeTimeout:
-                raise
-            except DecodeError as e:
-                if not fallback or reader.backend == "pyav":
-                    raise
-                reader.close()
-                try:
-                    reader = PyAVReader(path, num_threads=num_threads)
-                    frames = reader.get_frames(indices)
-                except DecodeError as e2:
-                    raise DecodeError(path, f"{e.reason}; PyAV fallback: {e2.reason}") from None
-                _log_fallback(path, e.reason, "decoded with PyAV instead")
+            frames, reader = decode_frames(reader, indices, num_threads=num_threads, fallback=fallback)
         finally:
             reader.close()
     return frames, np.clip(indices, 0, reader.num_frames - 1), reader

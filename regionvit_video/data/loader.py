@@ -5,6 +5,9 @@ Contract with the engine:
 - ``build_dataset(cfg, split)`` with split "train", "val" (per-epoch single view: middle frames,
   centre crop) or "test" (all views, on TEST.SPLIT's list). Sample format: see
   :mod:`regionvit_video.data.datasets`.
+- ``build_eval_dataset(cfg, split, videos=None)``: the "val" / "test" dataset of the split's list, or of
+  any list of videos (features, prediction); ``build_window_dataset(cfg, videos)``: their sliding-window
+  views (:mod:`regionvit_video.data.sliding_window`). Every inference job reads its clips through these.
 - ``build_loader(cfg, split, ...)`` returns a ``DataLoader`` whose ``loader.sampler`` is always a
   :class:`ResumableSampler` (a ``DistributedSampler``, also in single-process runs):
 
@@ -41,38 +44,81 @@ import functools
 import logging
 import os
 import random
-from typing import Iterator, Literal
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from regionvit_video.data.datasets import (DATASETS_DIR, VideoDataset, append_bad_video, load_class_names,
-                                           read_kinetics_csv, read_ssv2_labels, read_ssv2_split)
+from regionvit_video.data.datasets import (DATASETS, Split, VideoDataset, VideoFile, VideoRecord, append_bad_video,
+                                           load_class_names)
 from regionvit_video.data.decoder import hard_bound_timeout
+from regionvit_video.data.sliding_window import SlidingWindowClips
 from regionvit_video.data.transforms import BatchNormalize, TrainTransform
 from regionvit_video.utils.malloc import retain_freed_memory
 
 logger = logging.getLogger(__name__)
 
-Split = Literal["train", "val", "test"]
-
 
 # ---------------------------------------------------------------------------------------------- #
 # Datasets
 # ---------------------------------------------------------------------------------------------- #
-def _class_names(cfg, default_file: str | None) -> list[str]:
+def dataset_name(cfg, split: Split) -> str:
+    """TEST.DATASET for "test", else TRAIN.DATASET (lower case)."""
+    return (cfg.TEST.DATASET if split == "test" else cfg.TRAIN.DATASET).lower()
+
+
+def _layout(cfg, split: Split):
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    name = dataset_name(cfg, split)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r} (TRAIN.DATASET / TEST.DATASET): use one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def resolve_class_names(cfg, split: Split = "test", *, look_in_data_dir: bool = False) -> list[str]:
+    """Names of the model's classes: DATA.CLASS_NAMES, else the dataset's own (:class:`DatasetLayout`:
+    Kinetics-400's for a 400-class Kinetics model, SSv2's labels json), else ``class_<i>``.
+
+    ``look_in_data_dir``: also the ``classes.txt`` in DATA.PATH_TO_DATA_DIR (what ``prepare_kinetics.py``
+    writes next to the lists), before the dataset's own names: for a prediction, which has no dataset.
+    """
     n = cfg.MODEL.NUM_CLASSES
     if cfg.DATA.CLASS_NAMES:
         return load_class_names(cfg.DATA.CLASS_NAMES, n)
-    if default_file is not None:
-        path = DATASETS_DIR / default_file
+    if look_in_data_dir and cfg.DATA.PATH_TO_DATA_DIR:
+        path = Path(cfg.DATA.PATH_TO_DATA_DIR) / "classes.txt"
         if path.is_file():
             names = load_class_names(path)
             if len(names) == n:
                 return names
-    return [f"class_{i}" for i in range(n)]
+            logger.warning("%s has %d names but MODEL.NUM_CLASSES is %d: not used", path, len(names), n)
+    return _layout(cfg, split).class_names(cfg.DATA.PATH_TO_DATA_DIR, n)
+
+
+def _read_split(cfg, split: Split) -> list[VideoRecord]:
+    d = cfg.DATA
+    return _layout(cfg, split).read(d.PATH_TO_DATA_DIR, split, cfg.TEST.SPLIT, num_classes=cfg.MODEL.NUM_CLASSES,
+                                    path_prefix=d.PATH_PREFIX, separator=d.PATH_LABEL_SEPARATOR)
+
+
+def _clip_kwargs(cfg) -> dict:
+    """The VideoDataset arguments every split shares: sampling, test views, normalisation, decoding, failures."""
+    d = cfg.DATA
+    return dict(num_frames=d.NUM_FRAMES, sampling=d.SAMPLING, sampling_rate=d.SAMPLING_RATE, target_fps=d.TARGET_FPS,
+                test_scale=d.TEST_SCALE, test_crop_size=d.TEST_CROP_SIZE,
+                num_ensemble_views=cfg.TEST.NUM_ENSEMBLE_VIEWS, num_spatial_crops=cfg.TEST.NUM_SPATIAL_CROPS,
+                mean=d.MEAN, std=d.STD, decoder=d.DECODER, decode_threads=d.DECODE_THREADS,
+                decode_timeout=d.DECODE_TIMEOUT, num_retries=d.NUM_RETRIES, seed=cfg.RNG_SEED)
+
+
+def _records(videos: Sequence[str | os.PathLike | VideoFile | VideoRecord]) -> list[VideoRecord]:
+    """Records of paths / :class:`VideoFile` (label -1: unknown) or records as they are."""
+    return [v if isinstance(v, VideoRecord) else VideoRecord(v.path if isinstance(v, VideoFile) else str(v), -1)
+            for v in videos]
 
 
 def build_dataset(cfg, split: Split, *, bad_videos_path: str | None = None) -> VideoDataset:
@@ -81,55 +127,63 @@ def build_dataset(cfg, split: Split, *, bad_videos_path: str | None = None) -> V
     Kinetics layout: ``{PATH_TO_DATA_DIR}/{train,val}.csv``; test reads ``{TEST.SPLIT}.csv``.
     SSv2: the train json for "train", the validation json for "val", and for "test" the json
     named by TEST.SPLIT ("test"/"val"/"validation": validation json, whose labels are public;
-    "train": train json). Lists are fully checked here (errors name file and line).
+    "train": train json). Which files each split reads: :data:`regionvit_video.data.datasets.DATASETS`.
+    Lists are fully checked here (errors name file and line).
     """
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    name = (cfg.TEST.DATASET if split == "test" else cfg.TRAIN.DATASET).lower()
-    d = cfg.DATA
+    if split != "train":
+        return build_eval_dataset(cfg, split, bad_videos_path=bad_videos_path)
+    layout, d = _layout(cfg, split), cfg.DATA
+    records = _read_split(cfg, split)
     random_flip = bool(d.RANDOM_FLIP)
-    if name == "kinetics":
-        csv_name = f"{cfg.TEST.SPLIT}.csv" if split == "test" else f"{split}.csv"
-        records = read_kinetics_csv(os.path.join(d.PATH_TO_DATA_DIR, csv_name), num_classes=cfg.MODEL.NUM_CLASSES,
-                                    path_prefix=d.PATH_PREFIX, separator=d.PATH_LABEL_SEPARATOR)
-        class_names = _class_names(cfg, "kinetics400_classes.txt")
-    elif name == "ssv2":
-        if split == "test":
-            ssv2_split = "train" if cfg.TEST.SPLIT == "train" else "validation"
-        else:
-            ssv2_split = "train" if split == "train" else "validation"
-        records = read_ssv2_split(d.PATH_TO_DATA_DIR, ssv2_split, path_prefix=d.PATH_PREFIX,
-                                  num_classes=cfg.MODEL.NUM_CLASSES)
-        if cfg.DATA.CLASS_NAMES:
-            class_names = load_class_names(cfg.DATA.CLASS_NAMES, cfg.MODEL.NUM_CLASSES)
-        else:
-            by_id = {v: k for k, v in read_ssv2_labels(d.PATH_TO_DATA_DIR).items()}
-            class_names = [by_id.get(i, f"class_{i}") for i in range(cfg.MODEL.NUM_CLASSES)]
-        if split == "train" and random_flip:
-            # Left/right is part of SSv2's labels ("pushing something from left to right").
-            logger.warning("SSv2: horizontal flip disabled for training (DATA.RANDOM_FLIP=True ignored: "
-                           "left/right is part of the labels)")
-            random_flip = False
-    else:
-        raise ValueError(f"unknown dataset {name!r} (TRAIN.DATASET / TEST.DATASET): use 'kinetics' or 'ssv2'")
-
-    train_transform = None
-    if split == "train":
-        on_device = cfg.DATA_LOADER.NORMALIZE_ON_DEVICE  # then build_batch_transform(cfg) finishes the clip
-        train_transform = TrainTransform(
-            jitter_scales=d.TRAIN_JITTER_SCALES, crop_size=d.TRAIN_CROP_SIZE, random_flip=random_flip,
-            rand_augment=cfg.AUG.RAND_AUGMENT, ra_magnitude=cfg.AUG.RA_MAGNITUDE,
-            ra_num_layers=cfg.AUG.RA_NUM_LAYERS, re_prob=0.0 if on_device else cfg.AUG.RE_PROB, mean=d.MEAN,
-            std=d.STD, normalize=not on_device)
-    dataset = VideoDataset(
-        records, mode=split, num_frames=d.NUM_FRAMES, sampling=d.SAMPLING, sampling_rate=d.SAMPLING_RATE,
-        target_fps=d.TARGET_FPS, train_transform=train_transform, test_scale=d.TEST_SCALE,
-        test_crop_size=d.TEST_CROP_SIZE, num_ensemble_views=cfg.TEST.NUM_ENSEMBLE_VIEWS,
-        num_spatial_crops=cfg.TEST.NUM_SPATIAL_CROPS, mean=d.MEAN, std=d.STD, decoder=d.DECODER,
-        decode_threads=d.DECODE_THREADS, decode_timeout=d.DECODE_TIMEOUT, num_retries=d.NUM_RETRIES,
-        seed=cfg.RNG_SEED, bad_videos_path=bad_videos_path, class_names=class_names)
-    logger.info("%s %s: %d videos", name, split, len(dataset))
+    if random_flip and not layout.random_flip:
+        logger.warning("%s: horizontal flip disabled for training (DATA.RANDOM_FLIP=True ignored: left/right is part "
+                       "of the labels)", layout.name)
+        random_flip = False
+    on_device = cfg.DATA_LOADER.NORMALIZE_ON_DEVICE  # then build_batch_transform(cfg) finishes the clip
+    train_transform = TrainTransform(
+        jitter_scales=d.TRAIN_JITTER_SCALES, crop_size=d.TRAIN_CROP_SIZE, random_flip=random_flip,
+        rand_augment=cfg.AUG.RAND_AUGMENT, ra_magnitude=cfg.AUG.RA_MAGNITUDE, ra_num_layers=cfg.AUG.RA_NUM_LAYERS,
+        re_prob=0.0 if on_device else cfg.AUG.RE_PROB, mean=d.MEAN, std=d.STD, normalize=not on_device)
+    dataset = VideoDataset(records, mode="train", train_transform=train_transform, bad_videos_path=bad_videos_path,
+                           class_names=resolve_class_names(cfg, split), **_clip_kwargs(cfg))
+    logger.info("%s train: %d videos", layout.name, len(dataset))
     return dataset
+
+
+def build_eval_dataset(cfg, split: Split = "test", *,
+                       videos: Sequence[str | os.PathLike | VideoFile | VideoRecord] | None = None,
+                       bad_videos_path: str | None = None) -> VideoDataset:
+    """The deterministic views of videos: "val" (one centre view of the middle frames) or "test" (the
+    TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS views), of the split's list or of ``videos``.
+
+    Args:
+        cfg: the config.
+        split: "val" or "test".
+        videos: paths, :class:`~regionvit_video.data.datasets.VideoFile` s (label -1) or records; None:
+            the split's list (see :func:`build_dataset`).
+        bad_videos_path: file that collects ``path\treason`` for every video that failed.
+    """
+    if split not in ("val", "test"):
+        raise ValueError(f"an evaluation split is 'val' or 'test', got {split!r}")
+    records = _read_split(cfg, split) if videos is None else _records(videos)
+    dataset = VideoDataset(records, mode=split, bad_videos_path=bad_videos_path,
+                           class_names=resolve_class_names(cfg, split, look_in_data_dir=videos is not None),
+                           **_clip_kwargs(cfg))
+    if videos is None:
+        logger.info("%s %s: %d videos", dataset_name(cfg, split), split, len(dataset))
+    return dataset
+
+
+def build_window_dataset(cfg, videos: Sequence[str | os.PathLike | VideoFile | VideoRecord], *,
+                         chunk_windows: int) -> SlidingWindowClips:
+    """The sliding windows of FEATURES.WINDOW frames every FEATURES.STRIDE (FEATURES.STRIDE_UNIT) over each of
+    ``videos``, with the test's crops, in items of at most ``chunk_windows`` windows."""
+    d, f = cfg.DATA, cfg.FEATURES
+    return SlidingWindowClips(_records(videos), window=f.WINDOW, stride=f.STRIDE, stride_unit=f.STRIDE_UNIT,
+                              num_frames=d.NUM_FRAMES, chunk_windows=chunk_windows, test_scale=d.TEST_SCALE,
+                              test_crop_size=d.TEST_CROP_SIZE, num_crops=cfg.TEST.NUM_SPATIAL_CROPS, mean=d.MEAN,
+                              std=d.STD, decoder=d.DECODER, decode_threads=d.DECODE_THREADS,
+                              decode_timeout=d.DECODE_TIMEOUT)
 
 
 def build_batch_transform(cfg) -> BatchNormalize | None:

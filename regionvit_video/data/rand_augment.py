@@ -10,10 +10,9 @@ with its own copy of the grid and a fill-mask channel. The kernels here compute 
 on the whole clip at once (one grid and one fill mask for all frames, one batched histogram,
 in-place float arithmetic, translations and shears as 1-D interpolation instead of
 grid_sample; on CPU, numpy for the uint8 <-> float casts and comparisons, where torch's are several
-times slower): 1.5-11x faster per op at the policy's magnitude-9 arguments on 8 x 224 x 224 frames
-of a real clip, 2.4 ms mean op time against pytorchvideo's 6.4 (benchmarks/bench_rand_augment.py),
-which matters because RandAugment is the largest cost of the training transform after decoding
-(benchmarks/bench_loader.py).
+times slower). That matters because RandAugment is the largest cost of the training transform after
+decoding: benchmarks/bench_rand_augment.py and bench_loader.py measure both, and benchmarks/README.md
+holds the figures.
 
 Outputs equal pytorchvideo's bit for bit, except for ShearX, ShearY, TranslateX and TranslateY: their
 interpolation weights are computed differently from grid_sample's, so a value that lands exactly

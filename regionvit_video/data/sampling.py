@@ -1,4 +1,5 @@
-"""Which frames a clip uses: uniform (segment) sampling, the paper's, and PySlowFast dense sampling.
+"""Which frames a clip uses: uniform (segment) sampling, the paper's, PySlowFast dense sampling, and the
+sliding windows of long-video inference.
 
 All functions return int64 frame indices in [0, video_frames - 1], in temporal order; videos with
 fewer frames than the clip needs repeat frames.
@@ -10,6 +11,8 @@ from typing import Literal
 import numpy as np
 
 Sampling = Literal["uniform", "dense"]
+SAMPLINGS: tuple[str, ...] = ("uniform", "dense")  # DATA.SAMPLING
+STRIDE_UNITS: tuple[str, ...] = ("frames", "seconds")  # FEATURES.STRIDE_UNIT
 
 
 def uniform_indices(video_frames: int, num_frames: int, *, train: bool, rng: np.random.Generator | None = None,
@@ -83,7 +86,52 @@ def clip_indices(sampling: Sampling, video_frames: int, num_frames: int, *, trai
     if sampling == "dense":
         return dense_indices(video_frames, num_frames, sampling_rate, train=train, rng=rng, clip_idx=clip_idx,
                              num_clips=num_clips, fps=fps, target_fps=target_fps)
-    raise ValueError(f"DATA.SAMPLING must be 'uniform' or 'dense', got {sampling!r}")
+    raise ValueError(f"DATA.SAMPLING must be one of {SAMPLINGS}, got {sampling!r}")
+
+
+def sliding_windows(video_frames: int, *, window: int, stride: int, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices and bounds of the sliding windows over a video.
+
+    Window ``k`` starts at frame ``k * stride`` and spans ``window`` frames, in which ``num_frames`` are
+    sampled uniformly (segment midpoints, the test rule). Windows start while they fit (the tail after
+    the last full window is not covered, as in mmaction2's untrimmed sampler); a video shorter than a
+    window gives one window over all its frames.
+
+    Args:
+        video_frames: frames in the video (L).
+        window: window length in frames (W).
+        stride: frames between window starts (>= 1).
+        num_frames: frames sampled per window.
+
+    Returns:
+        ``indices (K, num_frames)`` and ``bounds (K, 2)`` as ``[start, end)`` frames, with
+        ``K = 1 + (L - W) // stride`` when ``L >= W`` and one window over the whole video otherwise.
+    """
+    if video_frames < 1:
+        raise ValueError(f"video has {video_frames} frames")
+    if window < 1 or stride < 1:
+        raise ValueError(f"FEATURES.WINDOW and the stride must be >= 1 frame, got {window} and {stride}")
+    if video_frames < window:
+        starts, length = np.array([0]), video_frames
+    else:
+        starts, length = np.arange(0, video_frames - window + 1, stride), window
+    offsets = uniform_indices(length, num_frames, train=False)
+    indices = starts[:, None] + offsets[None, :]
+    bounds = np.stack([starts, starts + length], axis=1)
+    return indices.astype(np.int64), bounds.astype(np.int64)
+
+
+def stride_in_frames(stride: float, unit: str, fps: float) -> int:
+    """A window stride in frames: as given ("frames") or ``round(stride * fps)`` ("seconds"); at least 1."""
+    if unit == "frames":
+        frames = int(round(stride))
+    elif unit == "seconds":
+        if not fps or fps <= 0:
+            raise ValueError("FEATURES.STRIDE_UNIT 'seconds' needs the video's frame rate, which is unknown")
+        frames = int(round(stride * fps))
+    else:
+        raise ValueError(f"FEATURES.STRIDE_UNIT must be one of {STRIDE_UNITS}, got {unit!r}")
+    return max(1, frames)
 
 
 def _check(video_frames: int, num_frames: int) -> None:

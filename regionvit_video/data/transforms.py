@@ -31,6 +31,8 @@ from timm.data.random_erasing import RandomErasing
 
 from .rand_augment import VideoRandAugment
 
+SPATIAL_CROPS: tuple[int, ...] = (1, 3)  # TEST.NUM_SPATIAL_CROPS: centre, or start / centre / end
+
 
 def _normalize_uint8_scale_(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """In place on float (..., C, T, H, W) holding 0-255 values: ``(x / 255 - mean) / std`` per channel."""
@@ -186,8 +188,8 @@ def eval_views(frames: torch.Tensor, *, scale: int, crop_size: int, num_crops: i
     Returns:
         (num_crops, C, T, crop_size, crop_size) float, crops ordered start, centre, end.
     """
-    if num_crops not in (1, 3):
-        raise ValueError(f"TEST.NUM_SPATIAL_CROPS must be 1 or 3, got {num_crops}")
+    if num_crops not in SPATIAL_CROPS:
+        raise ValueError(f"TEST.NUM_SPATIAL_CROPS must be one of {SPATIAL_CROPS}, got {num_crops}")
     if scale < crop_size:
         raise ValueError(f"DATA.TEST_SCALE ({scale}) must be >= DATA.TEST_CROP_SIZE ({crop_size})")
     if frames.ndim != 4 or frames.shape[-1] != 3:

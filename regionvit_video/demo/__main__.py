@@ -11,7 +11,7 @@ Steps, each through the toolkit's own entry points (the same functions ``run_net
    does nothing more once complete).
 3. The multi-view test (3 crops) on the test split.
 4. Features of one test video per class (``FEATURES.MODE video``).
-5. Prediction of one test video (``DEMO``).
+5. Prediction of one test video (``PREDICT``).
 6. A summary: test top-1 against the 80% target (chance: 12.5%), and where every output is.
 
 Trailing ``KEY VALUE`` pairs override the config, as with ``run_net.py``.
@@ -65,10 +65,9 @@ def _feature_list(data: Path, out: Path) -> Path:
 def main(argv=None) -> int:
     args = _parse(argv)
     from regionvit_video.config.load import ConfigError, load_config
-    from regionvit_video.engine import cleanup_distributed, init_distributed, test, train
-    from regionvit_video.engine.features import run_feature_extraction
-    from regionvit_video.engine.log import setup_logging
-    from regionvit_video.engine.predict import run_demo
+    from regionvit_video.engine import cleanup_distributed, init_distributed, multiview_test, setup_run, train
+    from regionvit_video.engine.features import extract_features
+    from regionvit_video.engine.predict import PREDICTION_FILE, predict
 
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, args.threads))
@@ -90,7 +89,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.cfg, paths + list(args.opts))
     out.mkdir(parents=True, exist_ok=True)
     dist_info = init_distributed(cfg.DEVICE, cfg.DIST_BACKEND)
-    setup_logging(out, rank=dist_info.rank)
+    setup_run(cfg, dist_info)
     try:
         t = time.perf_counter()
         print(f"[2/5] training {cfg.MODEL.ARCH} for {cfg.SOLVER.MAX_EPOCH} epochs -> {out}/checkpoints", flush=True)
@@ -100,19 +99,19 @@ def main(argv=None) -> int:
 
         print(f"[3/5] {cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS}-view test on {data}/test.csv",
               flush=True)
-        results = test(cfg, dist_info, checkpoint=ckpt)
+        results = multiview_test(cfg, dist_info, checkpoint=ckpt)
 
         print("[4/5] features of one test video per class", flush=True)
         feat_cfg = load_config(args.cfg, paths + list(args.opts) + [
             "FEATURES.ENABLE", "True", "FEATURES.INPUT", str(_feature_list(data, out)),
             "TEST.CHECKPOINT_FILE_PATH", str(ckpt)])
-        feats = run_feature_extraction(feat_cfg)
+        feats = extract_features(feat_cfg, dist_info)
 
         video = data / (data / "test.csv").read_text().split()[0]
         print(f"[5/5] prediction for {video}", flush=True)
-        demo_cfg = load_config(args.cfg, paths + list(args.opts) + [
-            "DEMO.ENABLE", "True", "DEMO.INPUT", str(video), "TEST.CHECKPOINT_FILE_PATH", str(ckpt)])
-        pred = run_demo(demo_cfg)
+        predict_cfg = load_config(args.cfg, paths + list(args.opts) + [
+            "PREDICT.ENABLE", "True", "PREDICT.INPUT", str(video), "TEST.CHECKPOINT_FILE_PATH", str(ckpt)])
+        pred = predict(predict_cfg, dist_info)
     finally:
         cleanup_distributed()
 
@@ -133,10 +132,10 @@ def main(argv=None) -> int:
         f"  features:     {feats['features_dir']} ({len(index_rows)} videos, "
         f"shape {index_rows[0]['shape'] if index_rows else '-'}; index.csv)",
         f"  prediction:   {video.name}: {pred['top_k'][0]['class']} ({100 * pred['top_k'][0]['probability']:.1f}%)"
-        f" -> {out / 'demo_prediction.json'}",
+        f" -> {out / PREDICTION_FILE}",
         f"  total time:   {(time.perf_counter() - t0) / 60:.1f} min",
-        "  next: python run_net.py --cfg configs/demo.yaml DEMO.ENABLE True "
-        f"DEMO.INPUT <video> TEST.CHECKPOINT_FILE_PATH {ckpt}",
+        "  next: python run_net.py --cfg configs/demo.yaml PREDICT.ENABLE True "
+        f"PREDICT.INPUT <video> TEST.CHECKPOINT_FILE_PATH {ckpt}",
         "=" * 78,
     ]
     print("\n".join(lines), flush=True)

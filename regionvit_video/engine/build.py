@@ -1,24 +1,49 @@
-"""The one place the config becomes a model, and the shared run setup (seeds, autocast)."""
+"""The one place the config becomes a model, and the shared run setup (output folder, seeds, autocast)."""
 from __future__ import annotations
 
 import contextlib
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 from fvcore.common.config import CfgNode
 
+from regionvit_video.config.load import save_config
+from regionvit_video.engine.distributed import DistInfo
+from regionvit_video.engine.log import setup_logging
+
 logger = logging.getLogger(__name__)
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def build_model(cfg: CfgNode) -> nn.Module:
-    """``create_model(MODEL.ARCH, ...)`` with the config's class count, frames and regularisation."""
-    from regionvit_video.models import create_model
+def setup_run(cfg: CfgNode, dist_info: DistInfo | None = None) -> None:
+    """What comes before any job of a run (``run_net.py`` calls it once): logging to the console and, on
+    rank 0, to ``OUTPUT_DIR/stdout.log``; the resolved config in ``OUTPUT_DIR/config.yaml``.
 
+    The jobs (``train``, ``test``, ``extract_features``, ``predict``) log through it and do not set it up
+    again; a script calling them directly calls this first. ``dist_info`` None: a single process.
+    """
+    dist_info = dist_info or DistInfo()
+    out = Path(cfg.OUTPUT_DIR)
+    setup_logging(out if dist_info.is_main else None, rank=dist_info.rank)
+    if dist_info.is_main:
+        save_config(cfg, out)
+        logger.info("config written to %s", out / "config.yaml")
+
+
+def build_model(cfg: CfgNode) -> nn.Module:
+    """``create_model(MODEL.ARCH, ...)`` with the config's class count, frames and regularisation.
+
+    Raises:
+        ValueError: MODEL.ARCH is an image model (the message names the video models).
+    """
+    from regionvit_video.models import check_video_model, create_model
+
+    check_video_model(cfg.MODEL.ARCH)
     return create_model(
         cfg.MODEL.ARCH,
         num_classes=cfg.MODEL.NUM_CLASSES,
@@ -43,6 +68,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "none" or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=_AMP_DTYPES[precision])
+
+
+def inference_autocast(cfg: CfgNode, device: torch.device) -> contextlib.AbstractContextManager:
+    """The one precision rule of every forward pass: validation, test, features and prediction run at
+    ``TRAIN.MIXED_PRECISION``, the precision the model trains at (autocast on CUDA; fp32 on CPU or
+    with "none")."""
+    return autocast(device, cfg.TRAIN.MIXED_PRECISION)
 
 
 def amp_enabled(device: torch.device, precision: str) -> bool:

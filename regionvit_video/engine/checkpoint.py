@@ -1,13 +1,11 @@
-"""Checkpoints: PySlowFast names, atomic writes, safe loading, RNG states for exact resume.
+"""Checkpoints: PySlowFast names, atomic writes, safe loading, RNG states for exact resume, and the
+weights of an inference job.
 
-Layout in ``OUTPUT_DIR/checkpoints/`` (epochs counted from 1; lexical order is chronological)::
+Layout in ``OUTPUT_DIR/checkpoints/``: :mod:`regionvit_video.utils.checkpoint_files` (PySlowFast's names,
+``checkpoint_epoch_00003-iter_000120.pyth`` for a mid-epoch state; lexical order is chronological).
 
-    checkpoint_epoch_00002.pyth              end of epoch 2
-    checkpoint_epoch_00003-iter_000120.pyth  epoch 3 after 120 of its iterations
-    checkpoint_epoch_00003.pyth              end of epoch 3
-
-('-' sorts before '.', so a mid-epoch state of epoch 3 lists between the ends of epochs 2 and 3; the
-lexically last file, which is what PySlowFast's ``get_last_checkpoint`` picks, is the newest.)
+Inference (test, features, prediction) takes its weights from :func:`resolve_inference_weights` and
+builds its model with :func:`load_inference_model`.
 
 Auto-resume takes the newest file that loads (:func:`load_newest_checkpoint`: a damaged newest file
 is skipped with a warning, an unsafe one stops the run), and training removes the ``.checkpoint_*.tmp``
@@ -27,49 +25,25 @@ from __future__ import annotations
 
 import logging
 import random
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from regionvit_video.utils.checkpoint_files import (CHECKPOINT_SUBDIR, checkpoint_dir, checkpoint_name,
+                                                    latest_checkpoint, list_checkpoints)
 from regionvit_video.utils.io import CheckpointReadError, atomic_torch_save, safe_torch_load
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_SUBDIR = "checkpoints"
-_NAME_RE = re.compile(r"^checkpoint_epoch_(\d{5})(?:-iter_(\d{6}))?\.pyth$")
 # Temporary files of atomic checkpoint writes (utils.io.atomic_write): ".checkpoint_....pyth.<hex>.tmp".
 _TMP_GLOB = ".checkpoint_*.tmp"
 
 
 class CheckpointFormatError(ValueError):
     """A file given as a toolkit checkpoint is something else (e.g. an official image checkpoint)."""
-
-
-def checkpoint_dir(output_dir: str | Path) -> Path:
-    return Path(output_dir) / CHECKPOINT_SUBDIR
-
-
-def checkpoint_name(epoch: int, iteration: int | None = None) -> str:
-    """``checkpoint_epoch_{epoch:05d}.pyth``, or the mid-epoch ``...-iter_{iteration:06d}.pyth``."""
-    if iteration is None:
-        return f"checkpoint_epoch_{epoch:05d}.pyth"
-    return f"checkpoint_epoch_{epoch:05d}-iter_{iteration:06d}.pyth"
-
-
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Checkpoints in ``OUTPUT_DIR/checkpoints``, oldest first (temporary files of writes are ignored)."""
-    d = checkpoint_dir(output_dir)
-    if not d.is_dir():
-        return []
-    return sorted(p for p in d.iterdir() if _NAME_RE.match(p.name))
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    ckpts = list_checkpoints(output_dir)
-    return ckpts[-1] if ckpts else None
 
 
 def remove_stale_temporary_files(output_dir: str | Path) -> list[Path]:
@@ -226,3 +200,92 @@ def load_model_state(model: torch.nn.Module, state: dict[str, Any], *, source: s
             f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
             f"{unexpected[:5]} (is MODEL.ARCH / MODEL.NUM_CLASSES the one it was trained with?)"
         )
+
+
+# ------------------------------------------------------------------------------------------------ #
+# The weights of an inference job (test, features, prediction)
+# ------------------------------------------------------------------------------------------------ #
+class NoCheckpointError(FileNotFoundError):
+    """An inference job was asked for but there are no trained weights to run it with."""
+
+
+@dataclass(frozen=True)
+class InferenceWeights:
+    """Which file an inference job's weights come from: a toolkit ``"checkpoint"``, or (features only)
+    the ``"pretrained"`` image checkpoint of MODEL.PRETRAINED, inflated."""
+
+    path: Path
+    kind: Literal["checkpoint", "pretrained"]
+
+
+def resolve_inference_weights(cfg, *, allow_pretrained: bool = False, job: str = "test") -> InferenceWeights:
+    """``TEST.CHECKPOINT_FILE_PATH``, else the newest checkpoint in ``OUTPUT_DIR/checkpoints``, else (with
+    ``allow_pretrained``: features of a backbone) ``MODEL.PRETRAINED``.
+
+    Args:
+        cfg: the config.
+        allow_pretrained: fall back to MODEL.PRETRAINED.
+        job: what the weights are for, in the error message ("test", "predict with", ...).
+
+    Raises:
+        NoCheckpointError: the named file is missing, or none is named and none exists: an untrained
+            model is never run silently.
+    """
+    if cfg.TEST.CHECKPOINT_FILE_PATH:
+        path = Path(cfg.TEST.CHECKPOINT_FILE_PATH)
+        if not path.is_file():
+            raise NoCheckpointError(f"TEST.CHECKPOINT_FILE_PATH: checkpoint {path} does not exist")
+        return InferenceWeights(path, "checkpoint")
+    latest = latest_checkpoint(cfg.OUTPUT_DIR)
+    if latest is not None:
+        return InferenceWeights(latest, "checkpoint")
+    if allow_pretrained and cfg.MODEL.PRETRAINED:
+        if not Path(cfg.MODEL.PRETRAINED).is_file():
+            raise NoCheckpointError(f"MODEL.PRETRAINED: {cfg.MODEL.PRETRAINED} does not exist")
+        return InferenceWeights(Path(cfg.MODEL.PRETRAINED), "pretrained")
+    raise NoCheckpointError(
+        f"TEST.CHECKPOINT_FILE_PATH is empty and {checkpoint_dir(cfg.OUTPUT_DIR)} holds no checkpoint: refusing to "
+        f"{job} an untrained model. Set TEST.CHECKPOINT_FILE_PATH or train first (TRAIN.ENABLE True)"
+        + ("; or set MODEL.PRETRAINED to use image weights" if allow_pretrained else ""))
+
+
+def load_inference_model(cfg, dist_info, *, checkpoint: str | Path | None = None, allow_pretrained: bool = False,
+                         job: str = "test") -> tuple[torch.nn.Module, InferenceWeights]:
+    """The model of ``cfg`` with its inference weights, in eval mode on ``dist_info.device``.
+
+    The weights are ``checkpoint`` when given, else :func:`resolve_inference_weights`; with several
+    processes every process must call this, and all use rank 0's choice (a run may still be writing
+    new checkpoints). The model is built after seeding with ``RNG_SEED + rank``, as in training.
+
+    Returns:
+        ``(model, weights)``.
+    """
+    from regionvit_video.engine.build import build_model, seed_everything
+    from regionvit_video.engine.distributed import shared_file
+    from regionvit_video.models import load_pretrained
+
+    weights = (InferenceWeights(Path(checkpoint), "checkpoint") if checkpoint is not None
+               else resolve_inference_weights(cfg, allow_pretrained=allow_pretrained, job=job))
+    if dist_info.distributed:
+        weights = InferenceWeights(shared_file(weights.path), weights.kind)
+    seed_everything(cfg.RNG_SEED + dist_info.rank)
+    model = build_model(cfg)
+    if weights.kind == "checkpoint":
+        ck = load_checkpoint(weights.path)
+        load_model_state(model, ck["model_state"], source=str(weights.path))
+        if not ck.get("epoch_complete", True):
+            logger.warning("%s is a mid-epoch checkpoint (epoch %s, iteration %s)", weights.path, ck.get("epoch"),
+                           ck.get("iteration"))
+    else:
+        load_pretrained(model, weights.path, temporal_init=cfg.MODEL.TEMPORAL_INIT)
+    logger.info("weights: %s (%s)", weights.path, weights.kind)
+    return model.to(dist_info.device).eval(), weights
+
+
+__all__ = [
+    "CHECKPOINT_SUBDIR", "CheckpointFormatError", "InferenceWeights", "NoCheckpointError", "checkpoint_dir",
+    "checkpoint_name", "get_rng_state", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
+    "load_inference_model", "load_model_state", "load_newest_checkpoint", "prune_checkpoints",
+    "remove_stale_temporary_files", "resolve_inference_weights", "save_checkpoint", "set_rng_state", "strip_prefix",
+    "unwrap_model",
+]

@@ -1,4 +1,4 @@
-"""The multi-view test: the protocol behind the paper's numbers.
+"""The multi-view test (:func:`multiview_test`): the protocol behind the paper's numbers.
 
 Every video of ``TEST.SPLIT`` is cut into ``TEST.NUM_ENSEMBLE_VIEWS`` temporal clips x
 ``TEST.NUM_SPATIAL_CROPS`` crops (the paper: 1 x 3, short side ``DATA.TEST_SCALE`` 256, crops of
@@ -13,6 +13,9 @@ Every video of ``TEST.SPLIT`` is cut into ``TEST.NUM_ENSEMBLE_VIEWS`` temporal c
 
 With several processes each video is predicted by one of them (DistributedSampler padding is
 removed by de-duplicating on the list index), so the files equal those of a 1-process run.
+
+The weights and the model come from :func:`regionvit_video.engine.checkpoint.load_inference_model`,
+the precision from :func:`regionvit_video.engine.build.inference_autocast`, as in every inference job.
 """
 from __future__ import annotations
 
@@ -29,38 +32,14 @@ from einops import rearrange
 from fvcore.common.config import CfgNode
 from tqdm import tqdm
 
-from regionvit_video.engine import checkpoint as ckpt_lib
-from regionvit_video.engine.build import autocast, build_model, seed_everything
-from regionvit_video.engine.distributed import DistInfo, barrier, resolve_device, shared_file
-from regionvit_video.engine.log import StatsLogger, console_through_tqdm, setup_logging
+from regionvit_video.engine.build import inference_autocast
+from regionvit_video.engine.checkpoint import load_inference_model
+from regionvit_video.engine.distributed import DistInfo, barrier, resolve_device
+from regionvit_video.engine.log import StatsLogger, console_through_tqdm
 from regionvit_video.engine.meters import MultiViewAggregator, ensemble_views
 from regionvit_video.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
-
-
-class NoCheckpointError(FileNotFoundError):
-    """Testing was asked for but there is no trained checkpoint to test."""
-
-
-def resolve_test_checkpoint(cfg: CfgNode) -> Path:
-    """``TEST.CHECKPOINT_FILE_PATH``, else the newest checkpoint in ``OUTPUT_DIR/checkpoints``.
-
-    Raises:
-        NoCheckpointError: the named file is missing, or none is named and none exists: a test of
-            an untrained model is never run silently.
-    """
-    if cfg.TEST.CHECKPOINT_FILE_PATH:
-        path = Path(cfg.TEST.CHECKPOINT_FILE_PATH)
-        if not path.is_file():
-            raise NoCheckpointError(f"TEST.CHECKPOINT_FILE_PATH: checkpoint {path} does not exist")
-        return path
-    latest = ckpt_lib.latest_checkpoint(cfg.OUTPUT_DIR)
-    if latest is None:
-        raise NoCheckpointError(
-            f"TEST.CHECKPOINT_FILE_PATH is empty and {ckpt_lib.checkpoint_dir(cfg.OUTPUT_DIR)} holds no checkpoint: "
-            "refusing to test an untrained model. Set TEST.CHECKPOINT_FILE_PATH or train first (TRAIN.ENABLE True)")
-    return latest
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -98,81 +77,84 @@ def _plot_confusion(cm: np.ndarray, class_names: list[str], path: Path, title: s
 
 
 @torch.no_grad()
-def test(cfg: CfgNode, dist_info: DistInfo | None = None, *, checkpoint: str | Path | None = None) -> dict:
-    """Multi-view test of a trained checkpoint; writes the files listed in the module docstring.
+def _predict_views(cfg: CfgNode, model: torch.nn.Module, loader, di: DistInfo, out: Path) -> MultiViewAggregator:
+    """The view-averaged softmax of every video of ``loader``, gathered over the processes."""
+    from regionvit_video.data import raise_hung_decode
 
-    Args:
-        cfg: a validated config.
-        dist_info: this process's place in the job; None: one process on ``cfg.DEVICE``.
-        checkpoint: overrides :func:`resolve_test_checkpoint`.
-
-    Returns:
-        The content of ``test_results.json`` (on every process).
-    """
-    from regionvit_video.data import build_loader, raise_hung_decode
-
-    di = dist_info or DistInfo(device=resolve_device(cfg.DEVICE))
-    device, main = di.device, di.is_main
-    out = Path(cfg.OUTPUT_DIR)
-    setup_logging(out if main else None, rank=di.rank)
-    seed_everything(cfg.RNG_SEED + di.rank)
-    ckpt_path = Path(checkpoint) if checkpoint is not None else resolve_test_checkpoint(cfg)
-    ckpt_path = shared_file(ckpt_path)  # rank 0's choice (a run may still be writing new ones)
-
-    model = build_model(cfg)
-    ck = ckpt_lib.load_checkpoint(ckpt_path)
-    ckpt_lib.load_model_state(model, ck["model_state"], source=str(ckpt_path))
-    if not ck.get("epoch_complete", True):
-        logger.warning("%s is a mid-epoch checkpoint (epoch %s, iteration %s)", ckpt_path, ck.get("epoch"),
-                       ck.get("iteration"))
-    del ck
-    model.to(device).eval()
-
-    loader = build_loader(cfg, "test", bad_videos_path=str(out / "bad_videos.txt"), distributed=di.distributed)
-    dataset = loader.dataset
-    class_names = list(getattr(dataset, "class_names", None) or [f"class_{i}" for i in range(cfg.MODEL.NUM_CLASSES)])
-    n_views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
-    logger.info("testing %s on %d videos of %s/%s: %d temporal x %d spatial = %d views per video", ckpt_path,
-                len(dataset), cfg.TEST.DATASET, cfg.TEST.SPLIT, cfg.TEST.NUM_ENSEMBLE_VIEWS,
-                cfg.TEST.NUM_SPATIAL_CROPS, n_views)
     loader.sampler.set_epoch(0)
     agg = MultiViewAggregator(cfg.MODEL.NUM_CLASSES)
-    with console_through_tqdm() if main else contextlib.nullcontext():
+    with console_through_tqdm() if di.is_main else contextlib.nullcontext():
         try:
-            for batch in tqdm(loader, total=len(loader), desc="test", disable=not main, dynamic_ncols=True):
+            for batch in tqdm(loader, total=len(loader), desc="test", disable=not di.is_main, dynamic_ncols=True):
                 agg.add_failed(batch.get("failed", []))
                 if batch["video"] is None:  # every video of the batch failed to decode
                     continue
-                video = batch["video"].to(device, non_blocking=True)  # B, V, C, T, H, W
+                video = batch["video"].to(di.device, non_blocking=True)  # B, V, C, T, H, W
                 b, v = video.shape[:2]
-                with autocast(device, cfg.TRAIN.MIXED_PRECISION):
+                with inference_autocast(cfg, di.device):
                     logits = model(rearrange(video, "b v c t h w -> (b v) c t h w"))
                 probs = ensemble_views(rearrange(logits.float(), "(b v) k -> b v k", b=b, v=v))  # B, K
                 agg.add(batch["index"], probs, batch["label"], batch["path"])
         except RuntimeError as e:  # a DataLoader worker ended by the decode hard bound: name its video
             raise_hung_decode(e, out / "bad_videos.txt")
             raise
-    agg = agg.gather()
+    return agg.gather()
+
+
+def _results(cfg: CfgNode, agg: MultiViewAggregator, checkpoint: Path, world_size: int) -> dict:
+    """The content of ``test_results.json``."""
     metrics = agg.metrics()
     failed = [agg.failed[i] for i in sorted(agg.failed)]
-    results = {
+    return {
         "top1": metrics["top1_acc"],
         "top5": metrics["top5_acc"],
         "mean_class_accuracy": metrics["mean_class_accuracy"],
         "num_videos": metrics["num_videos"],
         "num_failed": len(failed),
-        "checkpoint": str(ckpt_path),
+        "checkpoint": str(checkpoint),
         "views": {"temporal": cfg.TEST.NUM_ENSEMBLE_VIEWS, "spatial_crops": cfg.TEST.NUM_SPATIAL_CROPS,
-                  "per_video": n_views, "ensemble": "mean of softmax probabilities"},
+                  "per_video": cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS,
+                  "ensemble": "mean of softmax probabilities"},
         "dataset": cfg.TEST.DATASET,
         "split": cfg.TEST.SPLIT,
         "test_scale": cfg.DATA.TEST_SCALE,
         "crop_size": cfg.DATA.TEST_CROP_SIZE,
         "num_frames": cfg.DATA.NUM_FRAMES,
-        "num_processes": di.world_size,
+        "num_processes": world_size,
         "failed": failed,
     }
-    if main:
+
+
+def multiview_test(cfg: CfgNode, dist_info: DistInfo | None = None, *,
+                   checkpoint: str | Path | None = None) -> dict:
+    """Multi-view test of a trained checkpoint; writes the files listed in the module docstring.
+
+    Args:
+        cfg: a validated config.
+        dist_info: this process's place in the job; None: one process on ``cfg.DEVICE``.
+        checkpoint: overrides :func:`~regionvit_video.engine.checkpoint.resolve_inference_weights`.
+
+    Returns:
+        The content of ``test_results.json`` (on every process).
+
+    Raises:
+        NoCheckpointError: no checkpoint to test.
+    """
+    from regionvit_video.data import build_loader
+
+    di = dist_info or DistInfo(device=resolve_device(cfg.DEVICE))
+    out = Path(cfg.OUTPUT_DIR)
+    model, weights = load_inference_model(cfg, di, checkpoint=checkpoint)
+    loader = build_loader(cfg, "test", bad_videos_path=str(out / "bad_videos.txt"), distributed=di.distributed)
+    dataset = loader.dataset
+    class_names = list(getattr(dataset, "class_names", None) or [f"class_{i}" for i in range(cfg.MODEL.NUM_CLASSES)])
+    n_views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
+    logger.info("testing %s on %d videos of %s/%s: %d temporal x %d spatial = %d views per video", weights.path,
+                len(dataset), cfg.TEST.DATASET, cfg.TEST.SPLIT, cfg.TEST.NUM_ENSEMBLE_VIEWS,
+                cfg.TEST.NUM_SPATIAL_CROPS, n_views)
+    agg = _predict_views(cfg, model, loader, di, out)
+    results = _results(cfg, agg, weights.path, di.world_size)
+    if di.is_main:
         _write_outputs(out, agg, results, class_names)
         stats = StatsLogger(out, tensorboard=True)
         stats.log({"_type": "test_final", "top1_acc": results["top1"], "top5_acc": results["top5"],
@@ -182,7 +164,7 @@ def test(cfg: CfgNode, dist_info: DistInfo | None = None, *, checkpoint: str | P
         logger.info("multi-view test (%d views): top-1 %.2f%%, top-5 %.2f%%, mean class accuracy %.2f%% on %d "
                     "videos (%d failed to decode)", n_views, results["top1"], results["top5"],
                     results["mean_class_accuracy"], results["num_videos"], results["num_failed"])
-        for f in failed:
+        for f in results["failed"]:
             logger.warning("test video failed: %s: %s", f["path"], f["error"])
     barrier()
     return results
@@ -215,6 +197,3 @@ def _write_outputs(out: Path, agg: MultiViewAggregator, results: dict, class_nam
     _write_text(out / "test_per_class_accuracy.csv", buf.getvalue())
     _plot_confusion(cm, [name(c) for c in range(cm.shape[0])], out / "test_confusion_matrix.png",
                     f"multi-view test: top-1 {results['top1']:.2f}% on {results['num_videos']} videos")
-
-
-test.__test__ = False  # not a pytest test, even when imported into a test module

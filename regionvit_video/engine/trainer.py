@@ -20,6 +20,12 @@ because every source of randomness is either restored or a function of the posit
   :mod:`regionvit_video.data.loader`), and the loader restarts at the saved iteration;
 - creating a DataLoader iterator and validating do not advance the global generators here
   (both run inside a saved-and-restored RNG scope), so where a run stops cannot change them.
+
+The steps, each a function a later feature can call: :func:`setup_training` (model, start weights,
+loaders, optimizer, scaler, EMA), :func:`restore` (the resume point), :func:`train_one_epoch` (with
+:func:`train_step`), :func:`end_of_epoch` (stats, checkpoint, validation) and
+:func:`save_training_checkpoint`, which writes the :class:`TrainState`. Logging and
+``OUTPUT_DIR/config.yaml`` are set up by the caller (:func:`regionvit_video.engine.build.setup_run`).
 """
 from __future__ import annotations
 
@@ -27,21 +33,21 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 from fvcore.common.config import CfgNode
 from tqdm import tqdm
 
-from regionvit_video.config.load import save_config
 from regionvit_video.engine import checkpoint as ckpt_lib
-from regionvit_video.engine.build import amp_enabled, autocast, build_model, memory_mb, seed_everything
+from regionvit_video.engine.build import (amp_enabled, autocast, build_model, inference_autocast, memory_mb,
+                                          seed_everything)
 from regionvit_video.engine.distributed import (DistInfo, all_gather_object, all_reduce_sum, barrier,
                                                 broadcast_object, resolve_device, shared_file)
-from regionvit_video.engine.log import StatsLogger, console_through_tqdm, plot_training_curves, setup_logging
+from regionvit_video.engine.log import StatsLogger, console_through_tqdm, plot_training_curves
 from regionvit_video.engine.meters import MultiViewAggregator
 from regionvit_video.engine.optim import build_optimizer, build_scheduler, build_train_loss, updates_per_epoch
 from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
@@ -66,6 +72,48 @@ class TrainResult:
     val_stats: dict | None
 
 
+@dataclass
+class TrainState:
+    """What a training checkpoint saves (besides the RNG states and meters), and where the run is."""
+
+    model: nn.Module  # the bare model (not DDP-wrapped)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a timm Scheduler, stepped per optimizer update
+    scaler: torch.amp.GradScaler | None
+    ema: nn.Module | None  # timm's ModelEmaV3
+    iters_per_epoch: int
+    global_step: int = 0  # optimizer updates so far
+    last_checkpoint: Path | None = None  # the newest checkpoint this run wrote or resumed from
+
+
+@dataclass
+class TrainRun:
+    """Everything :func:`setup_training` builds once for a run."""
+
+    cfg: CfgNode
+    dist_info: DistInfo
+    output_dir: Path
+    state: TrainState
+    loader: Any  # DataLoader with a ResumableSampler
+    val_loader: Any | None
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None
+    mixup: Callable | None
+    criterion: nn.Module
+    stats: StatsLogger
+    ddp_model: nn.Module | None = None  # the model forward and backward run through (DDP-wrapped when distributed)
+
+
+@dataclass
+class ResumePoint:
+    """Where the epoch loop starts: 0-based ``epoch``, ``iteration`` within it, the partial epoch's meter and
+    this process's RNG state (restored once that epoch's data iterator exists)."""
+
+    epoch: int = 0
+    iteration: int = 0
+    meter: dict | None = None
+    rng_state: dict | None = None
+
+
 @contextlib.contextmanager
 def preserved_rng():
     """Run a block without advancing the global python / numpy / torch / CUDA generators."""
@@ -74,10 +122,6 @@ def preserved_rng():
         yield
     finally:
         ckpt_lib.set_rng_state(state)
-
-
-def _log_load_report(report) -> None:
-    logger.info("pretrained weights: %s", report)
 
 
 def _loader_iter(loader, epoch: int, start_iter: int):
@@ -137,7 +181,7 @@ def validate(cfg: CfgNode, model: nn.Module, loader, device: torch.device, *, de
             if batch["video"] is None:  # every video of the batch failed to decode
                 continue
             video = batch["video"].to(device, non_blocking=True)  # B, C, T, H, W
-            with autocast(device, cfg.TRAIN.MIXED_PRECISION):
+            with inference_autocast(cfg, device):
                 logits = model(video)
             agg.add(batch["index"], logits.float().softmax(-1), batch["label"], batch["path"])
     agg = agg.gather()
@@ -157,6 +201,369 @@ def validate(cfg: CfgNode, model: nn.Module, loader, device: torch.device, *, de
     return metrics
 
 
+# ---------------------------------------------------------------------------------------------- #
+# Setup and restore
+# ---------------------------------------------------------------------------------------------- #
+def _load_start_weights(cfg: CfgNode, model: nn.Module, resume_path: Path | None) -> None:
+    """TRAIN.CHECKPOINT_FILE_PATH (fine-tuning), else MODEL.PRETRAINED (inflation), unless resuming."""
+    from regionvit_video.models import load_pretrained
+
+    if resume_path is not None:
+        if cfg.TRAIN.CHECKPOINT_FILE_PATH or cfg.MODEL.PRETRAINED:
+            logger.info("auto-resume from %s: TRAIN.CHECKPOINT_FILE_PATH / MODEL.PRETRAINED not loaded", resume_path)
+        return
+    if cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        logger.info("fine-tuning from %s (weights only)", cfg.TRAIN.CHECKPOINT_FILE_PATH)
+        path = cfg.TRAIN.CHECKPOINT_FILE_PATH
+    elif cfg.MODEL.PRETRAINED:
+        logger.info("inflating image checkpoint %s (temporal init %s)", cfg.MODEL.PRETRAINED, cfg.MODEL.TEMPORAL_INIT)
+        path = cfg.MODEL.PRETRAINED
+    else:
+        logger.warning("training from random initialisation (MODEL.PRETRAINED is empty)")
+        return
+    logger.info("pretrained weights: %s", load_pretrained(model, path, temporal_init=cfg.MODEL.TEMPORAL_INIT))
+
+
+def _build_loaders(cfg: CfgNode, di: DistInfo, out: Path) -> tuple[Any, Any | None]:
+    from regionvit_video.data import build_loader
+
+    loader = build_loader(cfg, "train", bad_videos_path=str(out / "bad_videos.txt"), distributed=di.distributed)
+    val_loader = None
+    if cfg.TRAIN.EVAL_PERIOD > 0:  # read the val list now: a bad line stops the run before training
+        with preserved_rng():
+            val_loader = build_loader(cfg, "val", distributed=di.distributed)
+    if len(loader) == 0:
+        raise ValueError(f"the training list has fewer videos than TRAIN.BATCH_SIZE ({cfg.TRAIN.BATCH_SIZE}) x "
+                         f"{di.world_size} processes: no full batch per epoch")
+    return loader, val_loader
+
+
+def _log_batch_setup(cfg: CfgNode, di: DistInfo, iters: int, upe: int) -> None:
+    accum = cfg.TRAIN.GRAD_ACCUM_STEPS
+    eff = cfg.TRAIN.BATCH_SIZE * di.world_size * accum
+    if accum > 1:
+        logger.warning("GRADIENT ACCUMULATION IS ON: %d iterations per optimizer step; effective batch %d = "
+                       "%d clips x %d processes x %d (SOLVER.BASE_LR %g applies to this batch)",
+                       accum, eff, cfg.TRAIN.BATCH_SIZE, di.world_size, accum, cfg.SOLVER.BASE_LR)
+    logger.info("%d iterations per epoch, %d optimizer steps per epoch, global batch %d, %d epochs",
+                iters, upe, eff, cfg.SOLVER.MAX_EPOCH)
+
+
+def setup_training(cfg: CfgNode, di: DistInfo, model: nn.Module, resume_path: Path | None) -> TrainRun:
+    """The start weights of ``model`` (unless resuming), the loaders, optimizer, schedule, loss, scaler and EMA.
+
+    ``model`` is :func:`~regionvit_video.engine.build.build_model`'s, built right after seeding (the order of
+    random draws here is part of what makes runs reproducible).
+    """
+    from regionvit_video.data import build_batch_transform, build_mixup
+
+    out = Path(cfg.OUTPUT_DIR)
+    if not cfg.TRAIN.AUTO_RESUME and ckpt_lib.list_checkpoints(out):
+        logger.warning("TRAIN.AUTO_RESUME is False: training starts over and overwrites the checkpoints in %s",
+                       ckpt_lib.checkpoint_dir(out))
+    _load_start_weights(cfg, model, resume_path)
+    model.to(di.device)
+    logger.info("model %s: %.2fM parameters", cfg.MODEL.ARCH, sum(p.numel() for p in model.parameters()) / 1e6)
+    loader, val_loader = _build_loaders(cfg, di, out)
+    iters = len(loader)
+    upe = updates_per_epoch(iters, cfg.TRAIN.GRAD_ACCUM_STEPS)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, upe)
+    batch_transform = build_batch_transform(cfg)  # None when the workers already normalise
+    mixup = build_mixup(cfg)
+    criterion = build_train_loss(cfg, mixup is not None)
+    use_amp = amp_enabled(di.device, cfg.TRAIN.MIXED_PRECISION)
+    scaler = torch.amp.GradScaler("cuda") if use_amp and cfg.TRAIN.MIXED_PRECISION == "fp16" else None
+    ema = None
+    if cfg.MODEL_EMA.ENABLE:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.MODEL_EMA.DECAY)
+    _log_batch_setup(cfg, di, iters, upe)
+    state = TrainState(model, optimizer, scheduler, scaler, ema, iters_per_epoch=iters)
+    return TrainRun(cfg, di, out, state, loader, val_loader, batch_transform, mixup, criterion,
+                    StatsLogger(out, enabled=di.is_main))
+
+
+def restore(run: TrainRun, path: Path | None, ck: dict | None) -> ResumePoint:
+    """Load the checkpoint ``ck`` (from ``path``; None: a fresh start) into the run's state; the resume point."""
+    state, di, iters = run.state, run.dist_info, run.state.iters_per_epoch
+    point = ResumePoint()
+    if path is not None:
+        ckpt_lib.load_model_state(state.model, ck["model_state"], source=str(path))
+        state.optimizer.load_state_dict(ck["optimizer_state"])
+        if state.scaler is not None and ck.get("scaler_state"):
+            state.scaler.load_state_dict(ck["scaler_state"])
+        if state.ema is not None:
+            if ck.get("ema_state"):
+                state.ema.module.load_state_dict(ck["ema_state"])
+            else:
+                logger.warning("%s has no EMA state: EMA restarts from the current weights", path)
+        state.global_step, state.last_checkpoint = int(ck["global_step"]), path
+        if ck["epoch_complete"]:
+            point.epoch = int(ck["epoch"])
+        else:
+            point.epoch, point.iteration = int(ck["epoch"]) - 1, int(ck["iteration"])
+            meters = ck.get("meters") or []
+            point.meter = meters[di.rank] if len(meters) == di.world_size else None
+        if int(ck.get("iters_per_epoch", iters)) != iters:
+            logger.warning("the checkpoint was written with %s iterations per epoch, this run has %d (data list, "
+                           "batch size or process count changed): the resume is not exact",
+                           ck.get("iters_per_epoch"), iters)
+            point.iteration = min(point.iteration, iters)
+        states = ck.get("rng_states") or []
+        if len(states) == di.world_size:
+            point.rng_state = states[di.rank]
+        else:
+            logger.warning("checkpoint has RNG states of %d processes, this run has %d: RNG not restored exactly",
+                           len(states), di.world_size)
+        logger.info("resumed from %s: epoch %d, iteration %d of %d, optimizer step %d", path, point.epoch + 1,
+                    point.iteration, iters, state.global_step)
+    state.scheduler.step_update(state.global_step)
+    if point.epoch >= run.cfg.SOLVER.MAX_EPOCH:
+        logger.info("training already finished (%d epochs) according to %s", run.cfg.SOLVER.MAX_EPOCH, path)
+    return point
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Checkpoints
+# ---------------------------------------------------------------------------------------------- #
+def save_training_checkpoint(state: TrainState, *, cfg: CfgNode, dist_info: DistInfo, output_dir: Path, epoch: int,
+                             iteration: int | None, meter: dict | None) -> Path | None:
+    """Checkpoint after ``iteration`` iterations of 1-based ``epoch`` (None: the epoch is complete).
+
+    Collective: every process calls it (it gathers the per-rank RNG states and meters); rank 0 writes
+    ``OUTPUT_DIR/checkpoints/<name>`` atomically, prunes to TRAIN.CHECKPOINT_KEEP and records the path in
+    ``state.last_checkpoint``. Returns the path on rank 0, None elsewhere.
+
+    Raises:
+        TrainingDivergedError: a weight is NaN/Inf (never saved as a "good" checkpoint; same weights on
+            every rank, so every rank raises here, before any collective).
+    """
+    iters = state.iters_per_epoch
+    bad = [n for n, p in state.model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise TrainingDivergedError(
+            f"weights became non-finite ({len(bad)} tensors, e.g. {bad[0]}) by epoch {epoch}, iteration "
+            f"{iters if iteration is None else iteration}/{iters} (optimizer step {state.global_step}); stopping "
+            f"without saving. Last good checkpoint: {state.last_checkpoint or 'none written yet'}. Lower "
+            "SOLVER.BASE_LR or set SOLVER.CLIP_GRAD_NORM")
+    gathered = all_gather_object((ckpt_lib.get_rng_state(), meter))
+    path = None
+    if dist_info.is_main:
+        path = ckpt_lib.checkpoint_dir(output_dir) / ckpt_lib.checkpoint_name(epoch, iteration)
+        ckpt_lib.save_checkpoint(
+            path,
+            model_state=state.model.state_dict(),
+            optimizer_state=state.optimizer.state_dict(),
+            scheduler_state=state.scheduler.state_dict(),
+            scaler_state=state.scaler.state_dict() if state.scaler is not None else None,
+            ema_state=state.ema.module.state_dict() if state.ema is not None else None,
+            rng_states=[g[0] for g in gathered],
+            epoch=epoch,
+            iteration=iters if iteration is None else iteration,
+            epoch_complete=iteration is None,
+            global_step=state.global_step,
+            iters_per_epoch=iters,
+            world_size=dist_info.world_size,
+            meters=[g[1] for g in gathered] if meter is not None else None,
+            cfg=cfg.dump(),
+        )
+        removed = ckpt_lib.prune_checkpoints(output_dir, cfg.TRAIN.CHECKPOINT_KEEP)
+        logger.info("saved %s%s", path, f" (removed {len(removed)} old)" if removed else "")
+        state.last_checkpoint = path
+    barrier()
+    return path
+
+
+def _save(run: TrainRun, epoch: int, iteration: int | None, meter: dict | None) -> Path | None:
+    return save_training_checkpoint(run.state, cfg=run.cfg, dist_info=run.dist_info, output_dir=run.output_dir,
+                                    epoch=epoch, iteration=iteration, meter=meter)
+
+
+# ---------------------------------------------------------------------------------------------- #
+# One iteration, one epoch
+# ---------------------------------------------------------------------------------------------- #
+def _optimizer_step(run: TrainRun) -> None:
+    """Clip, step (through the GradScaler with fp16), zero the gradients, advance the schedule and the EMA."""
+    state, cfg = run.state, run.cfg
+    if cfg.SOLVER.CLIP_GRAD_NORM > 0:
+        if state.scaler is not None:
+            state.scaler.unscale_(state.optimizer)
+        nn.utils.clip_grad_norm_(state.model.parameters(), cfg.SOLVER.CLIP_GRAD_NORM)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.global_step += 1
+    state.scheduler.step_update(state.global_step)
+    if state.ema is not None:
+        state.ema.update(state.model, step=state.global_step)
+
+
+def train_step(run: TrainRun, batch: dict, epoch: int, it: int) -> tuple[float, int]:
+    """Forward and backward of iteration ``it`` of ``epoch``, and the optimizer step that ends its gradient
+    accumulation group. Returns the loss averaged over processes and the correct top-1 count (0 with mixup).
+
+    Raises:
+        TrainingDivergedError: the loss is NaN/Inf (on every process: the loss is all-reduced first).
+    """
+    cfg, di, state, iters = run.cfg, run.dist_info, run.state, run.state.iters_per_epoch
+    video = batch["video"].to(di.device, non_blocking=True)
+    if run.batch_transform is not None:
+        video = run.batch_transform(video)  # uint8 -> normalised, erased float; B, C, T, H, W
+    label = target = batch["label"].to(di.device, non_blocking=True)
+    if run.mixup is not None:
+        video, target = run.mixup(video, label)
+    accum = cfg.TRAIN.GRAD_ACCUM_STEPS
+    group_start = (it // accum) * accum
+    group_len = min(accum, iters - group_start)
+    step_now = it + 1 == group_start + group_len
+    sync = run.ddp_model.no_sync() if (di.distributed and not step_now) else contextlib.nullcontext()
+    with sync:
+        with autocast(di.device, cfg.TRAIN.MIXED_PRECISION):
+            logits = run.ddp_model(video)
+        loss = run.criterion(logits.float(), target)
+        loss_mean = float(all_reduce_sum(loss.detach()).item()) / di.world_size
+        if not math.isfinite(loss_mean):
+            raise TrainingDivergedError(
+                f"loss is {loss_mean} at epoch {epoch + 1}, iteration {it + 1}/{iters} (global iteration "
+                f"{epoch * iters + it + 1}, optimizer step {state.global_step}); stopping. Last good checkpoint: "
+                f"{state.last_checkpoint or 'none written yet'}. Lower SOLVER.BASE_LR, set SOLVER.CLIP_GRAD_NORM, "
+                "or use TRAIN.MIXED_PRECISION bf16 instead of fp16")
+        scaled = loss / group_len
+        (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
+    if step_now:
+        _optimizer_step(run)
+    correct = int((logits.detach().argmax(-1) == label).sum()) if run.mixup is None else 0
+    return loss_mean, correct
+
+
+@dataclass
+class _Window:
+    """Running sums since the last log line, and the epoch's timing."""
+
+    start_iter: int
+    loss_sum: float = 0.0
+    samples: int = 0
+    correct: int = 0
+    data_time: float = 0.0  # since the epoch (or the resumed part of it) started
+    t0: float = field(default_factory=time.perf_counter)  # the epoch's start
+    t_last: float = field(default_factory=time.perf_counter)  # the last log line
+
+
+def _log_iteration(run: TrainRun, epoch: int, it: int, w: _Window, bar) -> None:
+    cfg, iters, max_epoch = run.cfg, run.state.iters_per_epoch, run.cfg.SOLVER.MAX_EPOCH
+    red = all_reduce_sum(torch.tensor([w.correct, w.samples], dtype=torch.float64))
+    now = time.perf_counter()
+    n_it = max(it + 1 - w.start_iter, 1)
+    dt = (now - w.t0) / n_it
+    lr = run.state.optimizer.param_groups[0]["lr"]
+    gi = epoch * iters + it + 1
+    rec = {"_type": "train_iter", "epoch": f"{epoch + 1}/{max_epoch}", "iter": f"{it + 1}/{iters}",
+           "global_iter": gi, "loss": w.loss_sum / max(w.samples, 1), "lr": lr, "dt": dt, "dt_data": w.data_time / n_it,
+           "eta": _fmt_eta(dt * ((max_epoch - epoch) * iters - it - 1)),
+           "samples_per_s": float(red[1]) / max(now - w.t_last, 1e-9), "mem_mb": memory_mb(run.dist_info.device)}
+    if run.mixup is None:
+        rec["top1_err"] = 100.0 * (1 - float(red[0]) / max(float(red[1]), 1))
+    run.stats.log(rec, step=gi, tb_prefix="train")
+    bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.2e}")
+    w.loss_sum, w.samples, w.correct, w.t_last = 0.0, 0, 0, now
+
+
+def train_one_epoch(run: TrainRun, epoch: int, resume: ResumePoint | None = None,
+                    iteration_hook: Callable[[int, int, int], None] | None = None) -> tuple[dict, float]:
+    """Iterations of 0-based ``epoch`` (from ``resume.iteration`` when resuming into it), with the mid-epoch
+    checkpoints; returns the epoch's meter (local sums of loss * samples, samples, decode failures, correct
+    top-1) and its seconds."""
+    cfg, iters = run.cfg, run.state.iters_per_epoch
+    start = resume.iteration if resume is not None else 0
+    data_iter = _loader_iter(run.loader, epoch, start)
+    if resume is not None and resume.rng_state is not None:
+        ckpt_lib.set_rng_state(resume.rng_state)
+    run.ddp_model.train()
+    meter = {"loss_sum": 0.0, "samples": 0, "failures": 0, "correct": 0}
+    if resume is not None and resume.meter is not None and start:
+        meter.update(resume.meter)
+    w = _Window(start)
+    bar = tqdm(total=iters, initial=start, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}",
+               disable=not run.dist_info.is_main, dynamic_ncols=True, leave=False)
+    t_data = time.perf_counter()
+    for it, batch in enumerate(data_iter, start=start):
+        w.data_time += time.perf_counter() - t_data
+        loss_mean, correct = train_step(run, batch, epoch, it)
+        bsz = len(batch["label"])
+        meter["loss_sum"] += loss_mean * bsz
+        meter["samples"] += bsz
+        meter["failures"] += int(batch["num_failures"].sum())
+        meter["correct"] += correct
+        w.loss_sum, w.samples, w.correct = w.loss_sum + loss_mean * bsz, w.samples + bsz, w.correct + correct
+        bar.update(1)
+        if (it + 1) % cfg.LOG_PERIOD == 0 or it + 1 == iters:
+            _log_iteration(run, epoch, it, w, bar)
+            _check_bad_videos(cfg, meter, epoch, iters, run.dist_info, final=False, out=run.output_dir)
+        period = cfg.TRAIN.CHECKPOINT_ITER_PERIOD
+        if period > 0 and (it + 1) % period == 0 and it + 1 < iters:
+            _save(run, epoch + 1, it + 1, dict(meter))
+        if iteration_hook is not None:
+            iteration_hook(epoch, it, epoch * iters + it + 1)
+        t_data = time.perf_counter()
+    bar.close()
+    return meter, time.perf_counter() - w.t0
+
+
+# ---------------------------------------------------------------------------------------------- #
+# End of epoch
+# ---------------------------------------------------------------------------------------------- #
+def _validate_epoch(run: TrainRun, epoch: int) -> dict:
+    """The single-view validation after 0-based ``epoch``, logged (with the EMA weights' when on)."""
+    di, out, state = run.dist_info, run.output_dir, run.state
+    # The bare model: same weights on every rank, and no DDP collectives in its forward.
+    val_stats = validate(run.cfg, state.model, run.val_loader, di.device, desc=f"val {epoch + 1}",
+                         show_progress=di.is_main, bad_videos_path=out / "bad_videos.txt" if di.is_main else None)
+    vrec = {"_type": "val_epoch", "split": "val_single_view", "epoch": epoch + 1, **val_stats}
+    if state.ema is not None:
+        ema_stats = validate(run.cfg, state.ema.module, run.val_loader, di.device, desc="val ema",
+                             show_progress=di.is_main)
+        vrec.update({f"ema_{k}": v for k, v in ema_stats.items() if k not in ("num_videos", "num_failed")})
+    run.stats.log(vrec, step=epoch + 1, tb_prefix="val_single_view")
+    logger.info("val_single_view after epoch %d: top-1 %.2f%%, top-5 %.2f%% on %d videos "
+                "(one view per video; the multi-view test gives the reportable number)%s",
+                epoch + 1, val_stats["top1_acc"], val_stats["top5_acc"], val_stats["num_videos"],
+                f"; {val_stats['num_failed']} failed to decode (listed in {out / 'bad_videos.txt'})"
+                if val_stats["num_failed"] else "")
+    return val_stats
+
+
+def end_of_epoch(run: TrainRun, epoch: int, meter: dict, seconds: float) -> dict | None:
+    """After 0-based ``epoch``: the reduced epoch stats, the bad-video check, the epoch checkpoint (every
+    TRAIN.CHECKPOINT_PERIOD epochs and the last) and the validation (every TRAIN.EVAL_PERIOD epochs and the
+    last). Returns the validation stats when it ran."""
+    cfg, di, max_epoch = run.cfg, run.dist_info, run.cfg.SOLVER.MAX_EPOCH
+    iters = run.state.iters_per_epoch
+    red = all_reduce_sum(torch.tensor([meter["loss_sum"], meter["samples"], meter["failures"], meter["correct"]],
+                                      dtype=torch.float64)).tolist()
+    rec = {"_type": "train_epoch", "epoch": f"{epoch + 1}/{max_epoch}", "epoch_num": epoch + 1,
+           "global_iter": (epoch + 1) * iters, "loss": red[0] / max(red[1], 1),
+           "lr": run.state.optimizer.param_groups[0]["lr"], "num_samples": int(red[1]),
+           "decode_failures": int(red[2]), "time_s": seconds, "mem_mb": memory_mb(di.device)}
+    if run.mixup is None:
+        rec["top1_err"] = 100.0 * (1 - red[3] / max(red[1], 1))
+    run.stats.log(rec, step=epoch + 1, tb_prefix="train_epoch")
+    _check_bad_videos(cfg, meter, epoch, iters, di, final=True, out=run.output_dir)
+    if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == max_epoch:
+        _save(run, epoch + 1, None, None)
+    ev = cfg.TRAIN.EVAL_PERIOD
+    if ev > 0 and ((epoch + 1) % ev == 0 or epoch + 1 == max_epoch):
+        return _validate_epoch(run, epoch)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- #
+# The run
+# ---------------------------------------------------------------------------------------------- #
 def train(
     cfg: CfgNode,
     dist_info: DistInfo | None = None,
@@ -178,316 +585,43 @@ def train(
         DecodeTimeout: a DataLoader worker was ended by the decode hard bound (the video is named and
             appended to ``OUTPUT_DIR/bad_videos.txt``; see :mod:`regionvit_video.data.decoder`).
     """
-    from regionvit_video.data import build_batch_transform, build_loader, build_mixup, raise_hung_decode
-    from regionvit_video.models import load_pretrained
+    from regionvit_video.data import raise_hung_decode
 
     di = dist_info or DistInfo(device=resolve_device(cfg.DEVICE))
-    device, main = di.device, di.is_main
     out = Path(cfg.OUTPUT_DIR)
-    setup_logging(out if main else None, rank=di.rank)
-    if main:
+    if di.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out)
-        logger.info("config written to %s", out / "config.yaml")
-    seed_everything(cfg.RNG_SEED + di.rank)
-
-    # Model and where it starts.
-    model = build_model(cfg)
-    if main:  # nothing of this run writes checkpoints yet: a .tmp file is left over from a killed write
+        # nothing of this run writes checkpoints yet: a .tmp file is left over from a killed write
         ckpt_lib.remove_stale_temporary_files(out)
-    resume_path, resume_ck = _resume_point(cfg, out, main)
-    if resume_path is not None and (cfg.TRAIN.CHECKPOINT_FILE_PATH or cfg.MODEL.PRETRAINED):
-        logger.info("auto-resume from %s: TRAIN.CHECKPOINT_FILE_PATH / MODEL.PRETRAINED not loaded", resume_path)
-    if not cfg.TRAIN.AUTO_RESUME and ckpt_lib.list_checkpoints(out):
-        logger.warning("TRAIN.AUTO_RESUME is False: training starts over and overwrites the checkpoints in %s",
-                       ckpt_lib.checkpoint_dir(out))
-    if resume_path is None:
-        if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-            logger.info("fine-tuning from %s (weights only)", cfg.TRAIN.CHECKPOINT_FILE_PATH)
-            _log_load_report(load_pretrained(model, cfg.TRAIN.CHECKPOINT_FILE_PATH,
-                                             temporal_init=cfg.MODEL.TEMPORAL_INIT))
-        elif cfg.MODEL.PRETRAINED:
-            logger.info("inflating image checkpoint %s (temporal init %s)", cfg.MODEL.PRETRAINED,
-                        cfg.MODEL.TEMPORAL_INIT)
-            _log_load_report(load_pretrained(model, cfg.MODEL.PRETRAINED, temporal_init=cfg.MODEL.TEMPORAL_INIT))
-        else:
-            logger.warning("training from random initialisation (MODEL.PRETRAINED is empty)")
-    model.to(device)
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.info("model %s: %.2fM parameters", cfg.MODEL.ARCH, n_params / 1e6)
-
-    # Data, optimisation.
-    loader = build_loader(cfg, "train", bad_videos_path=str(out / "bad_videos.txt"), distributed=di.distributed)
-    val_loader = None
-    if cfg.TRAIN.EVAL_PERIOD > 0:  # read the val list now: a bad line stops the run before training
-        with preserved_rng():
-            val_loader = build_loader(cfg, "val", distributed=di.distributed)
-    iters = len(loader)
-    if iters == 0:
-        raise ValueError(f"the training list has fewer videos than TRAIN.BATCH_SIZE ({cfg.TRAIN.BATCH_SIZE}) x "
-                         f"{di.world_size} processes: no full batch per epoch")
-    accum = cfg.TRAIN.GRAD_ACCUM_STEPS
-    upe = updates_per_epoch(iters, accum)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer, upe)
-    batch_transform = build_batch_transform(cfg)  # None when the workers already normalise
-    mixup = build_mixup(cfg)
-    criterion = build_train_loss(cfg, mixup is not None)
-    use_amp = amp_enabled(device, cfg.TRAIN.MIXED_PRECISION)
-    scaler = torch.amp.GradScaler("cuda") if use_amp and cfg.TRAIN.MIXED_PRECISION == "fp16" else None
-    ema = None
-    if cfg.MODEL_EMA.ENABLE:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=cfg.MODEL_EMA.DECAY)
-    eff = cfg.TRAIN.BATCH_SIZE * di.world_size * accum
-    if accum > 1:
-        logger.warning("GRADIENT ACCUMULATION IS ON: %d iterations per optimizer step; effective batch %d = "
-                       "%d clips x %d processes x %d (SOLVER.BASE_LR %g applies to this batch)",
-                       accum, eff, cfg.TRAIN.BATCH_SIZE, di.world_size, accum, cfg.SOLVER.BASE_LR)
-    logger.info("%d iterations per epoch, %d optimizer steps per epoch, global batch %d, %d epochs",
-                iters, upe, eff, cfg.SOLVER.MAX_EPOCH)
-
-    # Resume.
-    start_epoch, start_iter, global_step, meter0 = 0, 0, 0, None
-    rng_state = None
-    if resume_path is not None:
-        ck, resume_ck = resume_ck, None
-        ckpt_lib.load_model_state(model, ck["model_state"], source=str(resume_path))
-        optimizer.load_state_dict(ck["optimizer_state"])
-        if scaler is not None and ck.get("scaler_state"):
-            scaler.load_state_dict(ck["scaler_state"])
-        if ema is not None:
-            if ck.get("ema_state"):
-                ema.module.load_state_dict(ck["ema_state"])
-            else:
-                logger.warning("%s has no EMA state: EMA restarts from the current weights", resume_path)
-        global_step = int(ck["global_step"])
-        if ck["epoch_complete"]:
-            start_epoch, start_iter = int(ck["epoch"]), 0
-        else:
-            start_epoch, start_iter = int(ck["epoch"]) - 1, int(ck["iteration"])
-            meters = ck.get("meters") or []
-            meter0 = meters[di.rank] if len(meters) == di.world_size else None
-        if int(ck.get("iters_per_epoch", iters)) != iters:
-            logger.warning("the checkpoint was written with %s iterations per epoch, this run has %d (data list, "
-                           "batch size or process count changed): the resume is not exact",
-                           ck.get("iters_per_epoch"), iters)
-            start_iter = min(start_iter, iters)
-        states = ck.get("rng_states") or []
-        if len(states) == di.world_size:
-            rng_state = states[di.rank]
-        else:
-            logger.warning("checkpoint has RNG states of %d processes, this run has %d: RNG not restored exactly",
-                           len(states), di.world_size)
-        logger.info("resumed from %s: epoch %d, iteration %d of %d, optimizer step %d", resume_path,
-                    start_epoch + 1, start_iter, iters, global_step)
-        del ck
-    scheduler.step_update(global_step)
-
-    ddp_model: nn.Module = model
+    seed_everything(cfg.RNG_SEED + di.rank)
+    model = build_model(cfg)
+    resume_path, resume_ck = _resume_point(cfg, out, di.is_main)
+    run = setup_training(cfg, di, model, resume_path)
+    point = restore(run, resume_path, resume_ck)
+    del resume_ck
+    run.ddp_model = model
     if di.distributed:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    stats = StatsLogger(out, enabled=main)
-    last_ckpt = resume_path
-    val_stats = None
-    max_epoch = cfg.SOLVER.MAX_EPOCH
-    if start_epoch >= max_epoch:
-        logger.info("training already finished (%d epochs) according to %s", max_epoch, resume_path)
-    epochs_run = 0
-
-    def save(epoch1: int, iteration: int | None, meter: dict | None) -> Path | None:
-        """Checkpoint after ``iteration`` iterations of 1-based ``epoch1`` (None: epoch complete)."""
-        # A finite loss can still take a step to NaN/Inf weights: never save those as a "good" checkpoint.
-        # (Same weights on every rank, so every rank raises here, before any collective.)
-        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise TrainingDivergedError(
-                f"weights became non-finite ({len(bad)} tensors, e.g. {bad[0]}) by epoch {epoch1}, iteration "
-                f"{iters if iteration is None else iteration}/{iters} (optimizer step {global_step}); stopping "
-                f"without saving. Last good checkpoint: {last_ckpt or 'none written yet'}. Lower SOLVER.BASE_LR "
-                "or set SOLVER.CLIP_GRAD_NORM")
-        # Collective (every rank calls it): per-rank RNG states and partial-epoch meters.
-        gathered = all_gather_object((ckpt_lib.get_rng_state(), meter))
-        rng_all = [g[0] for g in gathered]
-        meters_all = [g[1] for g in gathered]
-        path = None
-        if main:
-            path = ckpt_lib.checkpoint_dir(out) / ckpt_lib.checkpoint_name(epoch1, iteration)
-            ckpt_lib.save_checkpoint(
-                path,
-                model_state=model.state_dict(),
-                optimizer_state=optimizer.state_dict(),
-                scheduler_state=scheduler.state_dict(),
-                scaler_state=scaler.state_dict() if scaler is not None else None,
-                ema_state=ema.module.state_dict() if ema is not None else None,
-                rng_states=rng_all,
-                epoch=epoch1,
-                iteration=iters if iteration is None else iteration,
-                epoch_complete=iteration is None,
-                global_step=global_step,
-                iters_per_epoch=iters,
-                world_size=di.world_size,
-                meters=meters_all if meter is not None else None,
-                cfg=cfg.dump(),
-            )
-            removed = ckpt_lib.prune_checkpoints(out, cfg.TRAIN.CHECKPOINT_KEEP)
-            logger.info("saved %s%s", path, f" (removed {len(removed)} old)" if removed else "")
-        barrier()
-        return path
-
-    console = console_through_tqdm() if main else contextlib.nullcontext()
-    console.__enter__()  # log lines printed above the progress bar, not through it
+        run.ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[di.device.index] if di.device.type == "cuda" else None)
+    epochs_run, val_stats = 0, None
     try:
-        for epoch in range(start_epoch, max_epoch):
-            si = start_iter if epoch == start_epoch else 0
-            data_iter = _loader_iter(loader, epoch, si)
-            if rng_state is not None:
-                ckpt_lib.set_rng_state(rng_state)
-                rng_state = None
-            ddp_model.train()
-            # Running sums of this epoch: loss * samples, samples, decode failures, correct top-1.
-            meter = {"loss_sum": 0.0, "samples": 0, "failures": 0, "correct": 0}
-            if meter0 is not None and si:
-                meter.update(meter0)
-            meter0 = None
-            lr = optimizer.param_groups[0]["lr"]
-            window = {"loss_sum": 0.0, "samples": 0, "correct": 0}
-            t_last, data_time, t0 = time.perf_counter(), 0.0, time.perf_counter()
-            bar = tqdm(total=iters, initial=si, desc=f"epoch {epoch + 1}/{max_epoch}", disable=not main,
-                       dynamic_ncols=True, leave=False)
-            t_data = time.perf_counter()
-            for it, batch in enumerate(data_iter, start=si):
-                data_time += time.perf_counter() - t_data
-                video = batch["video"].to(device, non_blocking=True)
-                if batch_transform is not None:
-                    video = batch_transform(video)  # uint8 -> normalised, erased float; B, C, T, H, W
-                label = batch["label"].to(device, non_blocking=True)
-                bsz = label.shape[0]
-                target = label
-                if mixup is not None:
-                    video, target = mixup(video, label)
-                group_start = (it // accum) * accum
-                group_len = min(accum, iters - group_start)
-                step_now = it + 1 == group_start + group_len
-                sync = ddp_model.no_sync() if (di.distributed and not step_now) else contextlib.nullcontext()
-                with sync:
-                    with autocast(device, cfg.TRAIN.MIXED_PRECISION):
-                        logits = ddp_model(video)
-                    loss = criterion(logits.float(), target)
-                    loss_mean = float(all_reduce_sum(loss.detach()).item()) / di.world_size
-                    if not math.isfinite(loss_mean):
-                        raise TrainingDivergedError(
-                            f"loss is {loss_mean} at epoch {epoch + 1}, iteration {it + 1}/{iters} (global "
-                            f"iteration {epoch * iters + it + 1}, optimizer step {global_step}); stopping. "
-                            f"Last good checkpoint: {last_ckpt or 'none written yet'}. Lower SOLVER.BASE_LR, "
-                            "set SOLVER.CLIP_GRAD_NORM, or use TRAIN.MIXED_PRECISION bf16 instead of fp16")
-                    scaled = loss / group_len
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                if step_now:
-                    if cfg.SOLVER.CLIP_GRAD_NORM > 0:
-                        if scaler is not None:
-                            scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRAD_NORM)
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    global_step += 1
-                    scheduler.step_update(global_step)
-                    if ema is not None:
-                        ema.update(model, step=global_step)
-
-                # Meters (local sums; reduced when logged).
-                meter["loss_sum"] += loss_mean * bsz
-                meter["samples"] += bsz
-                meter["failures"] += int(batch["num_failures"].sum())
-                window["loss_sum"] += loss_mean * bsz
-                window["samples"] += bsz
-                if mixup is None:
-                    c = int((logits.detach().argmax(-1) == label).sum())
-                    meter["correct"] += c
-                    window["correct"] += c
-                lr = optimizer.param_groups[0]["lr"]
-                bar.update(1)
-                gi = epoch * iters + it + 1
-                if (it + 1) % cfg.LOG_PERIOD == 0 or it + 1 == iters:
-                    red = all_reduce_sum(torch.tensor([window["correct"], window["samples"]], dtype=torch.float64))
-                    now = time.perf_counter()
-                    n_it = it + 1 - si
-                    dt = (now - t0) / max(n_it, 1)
-                    rec = {
-                        "_type": "train_iter", "epoch": f"{epoch + 1}/{max_epoch}", "iter": f"{it + 1}/{iters}",
-                        "global_iter": gi, "loss": window["loss_sum"] / max(window["samples"], 1), "lr": lr,
-                        "dt": dt, "dt_data": data_time / max(n_it, 1),
-                        "eta": _fmt_eta(dt * ((max_epoch - epoch) * iters - it - 1)),
-                        "samples_per_s": float(red[1]) / max(now - t_last, 1e-9), "mem_mb": memory_mb(device),
-                    }
-                    if mixup is None:
-                        rec["top1_err"] = 100.0 * (1 - float(red[0]) / max(float(red[1]), 1))
-                    stats.log(rec, step=gi, tb_prefix="train")
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.2e}")
-                    window = {"loss_sum": 0.0, "samples": 0, "correct": 0}
-                    t_last = now
-                    _check_bad_videos(cfg, meter, epoch, iters, di, final=False, out=out)
-
-                period = cfg.TRAIN.CHECKPOINT_ITER_PERIOD
-                if period > 0 and (it + 1) % period == 0 and it + 1 < iters:
-                    last_ckpt = save(epoch + 1, it + 1, dict(meter)) or last_ckpt
-                if iteration_hook is not None:
-                    iteration_hook(epoch, it, gi)
-                t_data = time.perf_counter()
-            bar.close()
-
-            # End of epoch: reduced stats, checkpoint, validation.
-            red = all_reduce_sum(torch.tensor([meter["loss_sum"], meter["samples"], meter["failures"],
-                                               meter["correct"]], dtype=torch.float64)).tolist()
-            rec = {"_type": "train_epoch", "epoch": f"{epoch + 1}/{max_epoch}", "epoch_num": epoch + 1,
-                   "global_iter": (epoch + 1) * iters, "loss": red[0] / max(red[1], 1), "lr": lr,
-                   "num_samples": int(red[1]), "decode_failures": int(red[2]),
-                   "time_s": time.perf_counter() - t0, "mem_mb": memory_mb(device)}
-            if mixup is None:
-                rec["top1_err"] = 100.0 * (1 - red[3] / max(red[1], 1))
-            stats.log(rec, step=epoch + 1, tb_prefix="train_epoch")
-            _check_bad_videos(cfg, meter, epoch, iters, di, final=True, out=out)
-            epochs_run += 1
-            if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == max_epoch:
-                last_ckpt = save(epoch + 1, None, None) or last_ckpt
-            ev = cfg.TRAIN.EVAL_PERIOD
-            if ev > 0 and ((epoch + 1) % ev == 0 or epoch + 1 == max_epoch):
-                if val_loader is None:
-                    with preserved_rng():
-                        val_loader = build_loader(cfg, "val", distributed=di.distributed)
-                # The bare model: same weights on every rank, and no DDP collectives in its forward.
-                val_stats = validate(cfg, model, val_loader, device, desc=f"val {epoch + 1}", show_progress=main,
-                                     bad_videos_path=out / "bad_videos.txt" if main else None)
-                vrec = {"_type": "val_epoch", "split": "val_single_view", "epoch": epoch + 1, **val_stats}
-                if ema is not None:
-                    ema_stats = validate(cfg, ema.module, val_loader, device, desc="val ema", show_progress=main)
-                    vrec.update({f"ema_{k}": v for k, v in ema_stats.items() if k not in ("num_videos", "num_failed")})
-                stats.log(vrec, step=epoch + 1, tb_prefix="val_single_view")
-                logger.info("val_single_view after epoch %d: top-1 %.2f%%, top-5 %.2f%% on %d videos "
-                            "(one view per video; the multi-view test gives the reportable number)%s",
-                            epoch + 1, val_stats["top1_acc"], val_stats["top5_acc"], val_stats["num_videos"],
-                            f"; {val_stats['num_failed']} failed to decode (listed in {out / 'bad_videos.txt'})"
-                            if val_stats["num_failed"] else "")
+        with console_through_tqdm() if di.is_main else contextlib.nullcontext():  # log lines above the bar
+            for epoch in range(point.epoch, cfg.SOLVER.MAX_EPOCH):
+                meter, seconds = train_one_epoch(run, epoch, point if epoch == point.epoch else None, iteration_hook)
+                epochs_run += 1
+                val_stats = end_of_epoch(run, epoch, meter, seconds) or val_stats
     except RuntimeError as e:  # a DataLoader worker ended by the decode hard bound: name its video
         raise_hung_decode(e, out / "bad_videos.txt")
         raise
     finally:
-        console.__exit__(None, None, None)
-        stats.close()
-    if main:
+        run.stats.close()
+    if di.is_main:
         png = plot_training_curves(out / "json_stats.log", out / "training_curves.png")
         if png:
             logger.info("training curves: %s", png)
     # Every rank reports rank 0's checkpoint path.
-    last_ckpt = all_gather_object(str(last_ckpt) if last_ckpt else None)[0]
-    return TrainResult(Path(last_ckpt) if last_ckpt else None, epochs_run, val_stats)
+    last = all_gather_object(str(run.state.last_checkpoint) if run.state.last_checkpoint else None)[0]
+    return TrainResult(Path(last) if last else None, epochs_run, val_stats)
 
 
 def _check_bad_videos(cfg: CfgNode, meter: dict, epoch: int, iters: int, di: DistInfo, *, final: bool,
@@ -512,4 +646,6 @@ def _fmt_eta(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-__all__ = ["train", "validate", "TrainResult", "TrainingDivergedError", "TooManyBadVideosError", "preserved_rng"]
+__all__ = ["ResumePoint", "TooManyBadVideosError", "TrainResult", "TrainRun", "TrainState", "TrainingDivergedError",
+           "end_of_epoch", "preserved_rng", "restore", "save_training_checkpoint", "setup_training", "train",
+           "train_one_epoch", "train_step", "validate"]

@@ -31,9 +31,9 @@ def rel_pos_index(window_size: int) -> torch.Tensor:
     return offset[0] * size + offset[1]
 
 
-# On CPU, sequences of at most this many tokens skip SDPA: its flash kernel costs 2-4x the explicit
-# einsum/softmax path for the temporal attention's T = 8 (measured at 2 threads, torch 2.14: 200 x 12
-# heads x 8 tokens, 7.1 ms against 1.8 ms); from about 50 tokens (the local windows) they are even.
+# On CPU, sequences of at most this many tokens skip SDPA: its flash kernel costs several times the explicit
+# einsum/softmax path for the temporal attention's T = 8; from about 50 tokens (the local windows) they are
+# even (figures: benchmarks/README.md, "Attention kernels on CPU").
 CPU_SDPA_MIN_TOKENS = 16
 
 

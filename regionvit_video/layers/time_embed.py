@@ -18,6 +18,9 @@ from timm.layers import trunc_normal_
 
 TIME_EMBED_INITS = ("zeros", "trunc_normal", "normal")
 TEMPORAL_FC_INITS = ("zeros", "trunc_normal")
+# Temporal weights of a video model loading image weights (inflation): "zero" (fresh temporal attention) or
+# "copy" (from the block's spatial attention, TimeSformer's rule); temporal_fc and time_embed are zero either way.
+TEMPORAL_INITS = ("zero", "copy")
 
 
 def init_time_embed(param: torch.Tensor, how: str) -> None:

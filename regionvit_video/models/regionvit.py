@@ -1,9 +1,10 @@
 """RegionViT image backbone, exact to the official code (IBM/RegionViT @ 77000c2).
 
 Paper: Chen, Panda, Fan, "RegionViT: Regional-to-Local Attention for Vision Transformers", ICLR 2022,
-https://arxiv.org/abs/2106.02689. Behaviour, quirks and state_dict keys follow
-``/work/shared/docs/regionvit_spec.md``: official checkpoints load with strict key matching and give the
-official outputs (a parity test compares against the official code's outputs).
+https://arxiv.org/abs/2106.02689. Reference code: https://github.com/IBM/RegionViT (``regionvit/regionvit.py``).
+Behaviour, quirks and state_dict keys follow that code: official checkpoints load with strict key matching
+and give the official outputs (tests/test_models_regionvit.py compares against outputs of the official code
+stored in tests/data/regionvit_parity.pt).
 
 Layout: an image gives regional tokens (B, C, Hr, Wr) from a 4*ws linear patch embedding and local tokens
 (B, C, H, W) at stride 4. Four stages (downsampling + R2L blocks) keep both streams; the classifier
@@ -11,11 +12,13 @@ averages the normalised regional tokens of the last stage.
 """
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp, trunc_normal_
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from regionvit_video.layers import (
@@ -27,7 +30,11 @@ from regionvit_video.layers import (
     from_windows,
     to_windows,
 )
+from regionvit_video.models.base import (ClassifierMixin, check_temporal_init, init_weights, make_pretrained_cfg,
+                                         mlp_branch, take_indices)
 from regionvit_video.models.registry import register_model
+
+_logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,9 +79,7 @@ class R2LBlock(nn.Module):
         self.attn = RelPosAttention(
             dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop, window_size=window_size
         )
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
+        self.drop_path, self.norm2, self.mlp = mlp_branch(dim, mlp_ratio, drop, drop_path)
 
     def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         nW, C = layout.num_windows, x.shape[-1]
@@ -178,7 +183,7 @@ class RegionViTStage(nn.Module):
         return from_windows(x, layout)
 
 
-class RegionViT(nn.Module):
+class RegionViT(ClassifierMixin, nn.Module):
     """RegionViT for images: (B, 3, H, W) -> logits (B, num_classes). Any H, W.
 
     Args:
@@ -264,29 +269,22 @@ class RegionViT(nn.Module):
                 )
             )
         reductions = [4 * 2 ** sum(d == "sc" for d in downsampling[: s + 1]) for s in range(n_stages)]
-        # timm-style description of forward_features(x, detection=True) (local-token maps per stage)
+        # timm's description of the maps forward_intermediates returns (the local tokens after each stage)
         self.feature_info = [
             dict(num_chs=embed_dim[s + 1], reduction=reductions[s], module=f"layers.{s}") for s in range(n_stages)
         ]
         self.norm = nn.LayerNorm(embed_dim[-1], eps=1e-6)
+        self.head_drop = nn.Identity()  # the official model has no dropout before its head
         self.head = nn.Linear(embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
         if det_norm:
             for i in range(n_stages):
                 self.add_module(f"norm{i}", LayerNorm2d(embed_dim[1 + i]))
         # Official init: Linear trunc_normal(0.02)/0, LayerNorm 1/0; convs keep PyTorch's default init.
-        self.apply(_init_weights)
-        self.pretrained_cfg = dict(
-            input_size=(3, 224, 224),
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            crop_pct=0.875,
-            interpolation="bicubic",
-            classifier="head",
-        )
-        if act_checkpoint:
-            self.set_grad_checkpointing(True)
+        self.apply(init_weights)
+        self.pretrained_cfg = make_pretrained_cfg((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, crop_pct=0.875)
+        self.set_grad_checkpointing(act_checkpoint)
 
-    # timm-style API -------------------------------------------------------------------------------
+    # timm-style API (forward, forward_head and the classifier: ClassifierMixin) ---------------------
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Official: empty (rel_pos and the LayerNorm2d weights do get weight decay)."""
@@ -298,63 +296,161 @@ class RegionViT(nn.Module):
         for stage in self.layers:
             stage.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a freshly initialised Linear(num_features, num_classes) (0: identity)."""
-        self.num_classes = num_classes
-        device = self.norm.weight.device
-        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
-        self.head.apply(_init_weights)
-
     # forward ---------------------------------------------------------------------------------------
-    def _run_stages(
-        self, regional: torch.Tensor, local: torch.Tensor, **block_kwargs: Any
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Stages on (B', C, Hr, Wr) / (B', C, H, W) maps; returns final regional map and per-stage local maps."""
-        outs = []
-        for i, stage in enumerate(self.layers):
-            regional, local = stage(regional, local, **block_kwargs)
-            if self.det_norm:
-                local = getattr(self, f"norm{i}")(local)  # in place: also feeds the next stage (official)
-            outs.append(local)
-        return regional, outs
+    # The video model overrides the three steps that differ: tokenizing, pooling, the layout of the maps.
+    map_format = "NCHW"
 
-    def forward_features(self, x: torch.Tensor, detection: bool = False) -> torch.Tensor | list[torch.Tensor]:
-        """(B, 3, H, W) -> pooled pre-logits (B, num_features).
-
-        With ``detection=True`` returns instead the 4 local-token maps after each stage,
-        (B, C_s, H/4/2^s, W/4/2^s) for strides 4, 8, 16, 32 (after ``norm{s}`` when ``det_norm``).
-        """
+    def _tokenize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """(B, 3, H, W) -> regional (B, C0, Hr, Wr), local (B, C0, H/4, W/4), the stages' keyword arguments."""
         if x.ndim != 4:
             hint = " (clips (B, C, T, H, W) need a regionvit_video_* model)" if x.ndim == 5 else ""
             raise ValueError(f"expected an image batch (B, C, H, W), got shape {tuple(x.shape)}{hint}")
-        regional = self.cls_token(x)  # B, C0, Hr, Wr
-        local = self.pos_drop(self.patch_embed(x))  # B, C0, H/4, W/4
-        regional, outs = self._run_stages(regional, local)
-        if detection:
-            return outs
-        tokens = self.norm(regional.flatten(2).transpose(1, 2))  # B, Hr*Wr, C: norm per token, then mean
-        return tokens.mean(dim=1)
+        return self.cls_token(x), self.pos_drop(self.patch_embed(x)), {}
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pooled features (B, num_features) -> logits, or the features themselves with ``pre_logits``."""
-        return x if pre_logits else self.head(x)
+    def _pool(self, regional: torch.Tensor, batch: int) -> torch.Tensor:
+        """Final regional map (B, C, Hr, Wr) -> (B, C): LayerNorm per token, then the mean."""
+        return self.norm(regional.flatten(2).transpose(1, 2)).mean(dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def _stage_map(self, local: torch.Tensor, batch: int) -> torch.Tensor:
+        return local  # B, C_s, H_s, W_s
+
+    def _run_stages(self, regional: torch.Tensor, local: torch.Tensor, *, take: Sequence[int] = (),
+                    last: int | None = None, **block_kwargs: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stages 0..``last`` on the maps; returns the final regional map and the local maps of stages ``take``."""
+        outs = []
+        for i, stage in enumerate(self.layers[: len(self.layers) if last is None else last + 1]):
+            regional, local = stage(regional, local, **block_kwargs)
+            if self.det_norm:
+                local = getattr(self, f"norm{i}")(local)  # in place: also feeds the next stage (official)
+            if i in take:
+                outs.append(local)
+        return regional, outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Input -> pooled pre-logits (B, num_features)."""
+        regional, local, kwargs = self._tokenize(x)
+        regional, _ = self._run_stages(regional, local, **kwargs)
+        return self._pool(regional, x.shape[0])
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str | None = None,
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The local-token map after each stage (``feature_info``), and the pooled features.
+
+        Args:
+            x: images (B, 3, H, W) (the video model: clips (B, 3, T, H, W)).
+            indices: stages to return: None all 4, n the last n, a list those (negative from the end).
+            norm: not supported (the maps have no norm layer of their own; build with ``det_norm=True`` for
+                the detection LayerNorm2d ``norm0..3``, which the maps then pass through).
+            stop_early: run only up to the last stage asked for (with ``intermediates_only``).
+            output_fmt: ``"NCHW"`` (image model) / ``"NCTHW"`` (video model), the only layout.
+            intermediates_only: return only the maps.
+
+        Returns:
+            ``(features, maps)``: ``features`` as :meth:`forward_features` returns them (so
+            ``forward_head(features)`` gives the logits) and the maps, (B, C_s, H/4/2^s, W/4/2^s) for strides
+            4, 8, 16, 32 (video: (B, C_s, T, H_s, W_s)); only the maps with ``intermediates_only``.
+        """
+        if norm:
+            raise ValueError("RegionViT's stage maps have no norm layer; build the model with det_norm=True")
+        take, last = take_indices(len(self.layers), indices, norm=norm, stop_early=stop_early,
+                                  output_fmt=output_fmt or self.map_format, formats=(self.map_format,),
+                                  intermediates_only=intermediates_only)
+        regional, local, kwargs = self._tokenize(x)
+        regional, maps = self._run_stages(regional, local, take=take, last=last, **kwargs)
+        maps = [self._stage_map(m, x.shape[0]) for m in maps]
+        return maps if intermediates_only else (self._pool(regional, x.shape[0]), maps)
+
+    # checkpoint adaptation -------------------------------------------------------------------------
+    @torch.jit.ignore
+    def filter_pretrained(self, state_dict: dict[str, torch.Tensor], *,
+                          temporal_init: Literal["zero", "copy"] = "zero") -> dict[str, torch.Tensor]:
+        """Adapt an official (or this toolkit's) RegionViT state_dict to this model: :func:`checkpoint_filter_fn`.
+
+        ``temporal_init`` concerns only video models (checked here, used by :class:`RegionViTVideo`).
+        """
+        check_temporal_init(temporal_init)
+        return checkpoint_filter_fn(state_dict, self)
 
 
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+# Weight adaptation ---------------------------------------------------------------------------------
+_DET_NORM_KEY = re.compile(r"^norm[0-9]+\.(weight|bias)$")
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """timm's ``checkpoint_filter_fn`` for RegionViT: official aliases, det_norm keys, window-size changes.
+
+    - ``proj_cls`` is the same module as ``proj`` (:class:`Projection`): whichever name a file lacks is
+      filled from the other, and the weights load through ``proj``;
+    - the detection ``norm0..3`` keys are dropped when the model has no det_norm (the official rule);
+    - relative-position tables and the regional tokenizer kernel of another window size are resized to
+      the model's (:func:`resize_rel_pos_table`, :func:`resize_patch_kernel`).
+
+    Returns a new dict (input tensors are not modified).
+    """
+    out = dict(state_dict)
+    for key in list(out):
+        if ".proj_cls." in key:
+            twin = key.replace(".proj_cls.", ".proj.")
+            if twin not in out:
+                out[twin] = out[key]
+            elif not _same(out[twin], out[key]):
+                _logger.warning("%s differs from its alias %s; using %s", key, twin, twin)
+            del out[key]
+    own = model.state_dict()
+    for key in list(out):
+        if _DET_NORM_KEY.match(key) and key not in own:
+            del out[key]
+    for key, value in list(out.items()):
+        target = own.get(key)
+        if target is None or target.shape == value.shape:
+            continue
+        if key.endswith("attn.rel_pos") and value.ndim == 2 and value.shape[0] == target.shape[0]:
+            out[key] = resize_rel_pos_table(value, (int(round(target.shape[1] ** 0.5)) + 1) // 2)
+        elif key == "cls_token.proj.weight" and value.shape[:2] == target.shape[:2]:
+            out[key] = resize_patch_kernel(value, tuple(target.shape[-2:]))
+    return out
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values (one storage, as a state_dict gives tied weights, or equal contents; meta: by shape)."""
+    if a.is_meta or b.is_meta or a.data_ptr() == b.data_ptr():
+        return a.shape == b.shape
+    return torch.equal(a, b)
+
+
+def resize_rel_pos_table(table: torch.Tensor, new_window: int) -> torch.Tensor:
+    """Resize RegionViT relative-position tables (heads, (2ws-1)^2) to another window size, bicubic.
+
+    The official layout is wrapped (entry for offset d sits at (d + ws//2) mod (2ws-1), see
+    :func:`regionvit_video.layers.rel_pos_index`), so the table is first rolled into geometric order
+    (offset -(ws-1) .. ws-1), resized as a 2-D image, then rolled back into the new window's wrap.
+    (The official ``convert_cls_model_to_diff_ws.py`` resizes the wrapped table directly, which mixes
+    unrelated offsets.)
+    """
+    heads, n = table.shape
+    size = int(round(n**0.5))
+    if size * size != n or size % 2 == 0:
+        raise ValueError(f"relative-position table of {n} entries is not (2ws-1)^2")
+    old_ws, new_size = (size + 1) // 2, 2 * new_window - 1
+    shift_old = old_ws - 1 - old_ws // 2
+    shift_new = new_window - 1 - new_window // 2
+    geo = torch.roll(table.view(heads, size, size), shifts=(shift_old, shift_old), dims=(1, 2))
+    geo = F.interpolate(geo[None].float(), size=(new_size, new_size), mode="bicubic", align_corners=False)[0]
+    wrapped = torch.roll(geo, shifts=(-shift_new, -shift_new), dims=(1, 2))
+    return wrapped.reshape(heads, new_size * new_size).to(table.dtype)
+
+
+def resize_patch_kernel(weight: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a patch-embedding kernel (C, 3, P, P) -> (C, 3, P', P') (as the official tool)."""
+    return F.interpolate(weight.float(), size=new_size, mode="bicubic", align_corners=False).to(weight.dtype)
 
 
 # Variants ------------------------------------------------------------------------------------------
@@ -387,61 +483,61 @@ def _create_regionvit(variant: str, **kwargs: Any) -> RegionViT:
     return RegionViT(**{**MODEL_CFGS[variant], **kwargs})
 
 
-@register_model
+@register_model(kind="image")
 def regionvit_tiny(**kwargs: Any) -> RegionViT:
     """RegionViT-Ti (13.8M params, 2.4 GFLOPs at 224)."""
     return _create_regionvit("tiny", **kwargs)
 
 
-@register_model
+@register_model(kind="image")
 def regionvit_small(**kwargs: Any) -> RegionViT:
     """RegionViT-S (30.6M params, 5.3 GFLOPs at 224)."""
     return _create_regionvit("small", **kwargs)
 
 
-@register_model
+@register_model(kind="image")
 def regionvit_medium(**kwargs: Any) -> RegionViT:
     """RegionViT-M (41.2M params, 7.4 GFLOPs at 224)."""
     return _create_regionvit("medium", **kwargs)
 
 
-@register_model
+@register_model(kind="image")
 def regionvit_base(**kwargs: Any) -> RegionViT:
     """RegionViT-B (72.7M params, 13.0 GFLOPs at 224)."""
     return _create_regionvit("base", **kwargs)
 
 
-@register_model
+@register_model(kind="image")
 def regionvit_small_w14(**kwargs: Any) -> RegionViT:
     """RegionViT-S+ (window 14, regional patch 56; the paper's detection backbone)."""
     return _create_regionvit("small_w14", **kwargs)
 
 
-@register_model
+@register_model(kind="image")
 def regionvit_small_w14_peg(**kwargs: Any) -> RegionViT:
     """RegionViT-S+ with PEG."""
     return _create_regionvit("small_w14_peg", **kwargs)
 
 
-@register_model
+@register_model(kind="image")
 def regionvit_base_w14(**kwargs: Any) -> RegionViT:
     """RegionViT-B+ (window 14, regional patch 56)."""
     return _create_regionvit("base_w14", **kwargs)
 
 
-@register_model
+@register_model(kind="image")
 def regionvit_base_w14_peg(**kwargs: Any) -> RegionViT:
     """RegionViT-B+ with PEG."""
     return _create_regionvit("base_w14_peg", **kwargs)
 
 
-@register_model
+@register_model(kind="image")
 def regionvit_pico(**kwargs: Any) -> RegionViT:
     """Not from the paper: embed 32/32/64/128/256, depths 1/1/2/1, 3conv, window 7. For tests and CPU demos."""
     return _create_regionvit("pico", **kwargs)
 
 
-@register_model
+@register_model(kind="image")
 def regionvit_pico_w4(**kwargs: Any) -> RegionViT:
     """Not from the paper: pico with window 4 (regional patch 16), for 64 px inputs (the CPU demo)."""
     return _create_regionvit("pico_w4", **kwargs)

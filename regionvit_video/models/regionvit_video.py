@@ -14,7 +14,7 @@ official code exists):
 - Head: LayerNorm on every regional token of every frame, mean over space and time, Linear.
 
 Inflation from an image checkpoint: :meth:`RegionViTVideo.filter_pretrained` (called by
-``regionvit_video.models.checkpoint.load_pretrained``).
+:func:`regionvit_video.models.load_pretrained`).
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from einops import rearrange
 
-from regionvit_video.layers import RelPosAttention, WindowLayout, init_temporal_fc, init_time_embed
+from regionvit_video.layers import RelPosAttention, WindowLayout
+from regionvit_video.models.base import TemporalMixin, resample_time_embed
 from regionvit_video.models.regionvit import MODEL_CFGS, R2LBlock, RegionViT
 from regionvit_video.models.registry import register_model
 
@@ -75,7 +75,7 @@ class DividedR2LBlock(R2LBlock):
         return super().forward(x, layout)
 
 
-class RegionViTVideo(RegionViT):
+class RegionViTVideo(TemporalMixin, RegionViT):
     """RegionViT with divided space-time attention: (B, 3, T, H, W) -> logits (B, num_classes).
 
     Args:
@@ -85,6 +85,8 @@ class RegionViTVideo(RegionViT):
         temporal_fc_init: "zeros" (TimeSformer's; what inflation sets) or "trunc_normal" (from scratch).
         **kwargs: the :class:`RegionViT` arguments (embed_dim, depths, window_size, drop_path_rate, ...).
     """
+
+    map_format = "NCTHW"
 
     def __init__(
         self,
@@ -97,29 +99,23 @@ class RegionViTVideo(RegionViT):
         if "block_layer" in kwargs:
             raise ValueError("RegionViTVideo sets block_layer itself")
         super().__init__(block_layer=DividedR2LBlock, **kwargs)
+        self._image_kwargs = dict(kwargs)
         self.num_frames = num_frames
         self.time_embed = nn.Parameter(torch.zeros(1, num_frames, self.embed_dim[0]))
-        init_time_embed(self.time_embed, time_embed_init)
-        for m in self.modules():
-            if isinstance(m, DividedR2LBlock):
-                init_temporal_fc(m.temporal_fc, temporal_fc_init)
+        self.init_temporal(time_embed_init, temporal_fc_init)
         self.pretrained_cfg = {**self.pretrained_cfg, "input_size": (3, num_frames, 224, 224)}
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {"time_embed"}
 
-    def _time_embed(self, num_frames: int) -> torch.Tensor:
-        """(1, T, C0); nearest resampling along time when T differs (as TimeSformer)."""
-        if num_frames == self.time_embed.shape[1]:
-            return self.time_embed
-        return F.interpolate(self.time_embed.transpose(1, 2), size=num_frames, mode="nearest").transpose(1, 2)
+    def build_image_twin(self) -> RegionViT:
+        """The image RegionViT of this model's spatial architecture (fresh weights): what inflation starts from."""
+        return RegionViT(**self._image_kwargs)
 
-    def forward_features(self, x: torch.Tensor, detection: bool = False) -> torch.Tensor | list[torch.Tensor]:
-        """(B, 3, T, H, W) -> pooled pre-logits (B, num_features).
-
-        With ``detection=True`` returns the 4 per-stage local-token maps, each (B, C_s, T, H_s, W_s).
-        """
+    # forward: RegionViT's, with frames folded into the batch -------------------------------------
+    def _tokenize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """(B, 3, T, H, W) -> regional (B*T, C0, Hr, Wr), local (B*T, C0, H/4, W/4), ``num_frames`` for the blocks."""
         if x.ndim != 5:
             raise ValueError(f"expected a clip (B, C, T, H, W), got shape {tuple(x.shape)}")
         B, _, T = x.shape[:3]
@@ -129,17 +125,20 @@ class RegionViTVideo(RegionViT):
         local = self.patch_embed(frames)  # B*T, C0, H/4, W/4
         regional = (regional.unflatten(0, (B, T)) + te).flatten(0, 1)
         local = self.pos_drop((local.unflatten(0, (B, T)) + te).flatten(0, 1))
-        regional, outs = self._run_stages(regional, local, num_frames=T)
-        if detection:
-            return [rearrange(o, "(b t) c h w -> b c t h w", b=B) for o in outs]
-        tokens = rearrange(regional, "(b t) c h w -> b (t h w) c", b=B)
+        return regional, local, {"num_frames": T}
+
+    def _pool(self, regional: torch.Tensor, batch: int) -> torch.Tensor:
+        tokens = rearrange(regional, "(b t) c h w -> b (t h w) c", b=batch)
         return self.norm(tokens).mean(dim=1)  # norm per token, mean over space and time
+
+    def _stage_map(self, local: torch.Tensor, batch: int) -> torch.Tensor:
+        return rearrange(local, "(b t) c h w -> b c t h w", b=batch)  # B, C_s, T, H_s, W_s
 
     @torch.jit.ignore
     def filter_pretrained(
         self, state_dict: dict[str, torch.Tensor], *, temporal_init: Literal["zero", "copy"] = "zero"
     ) -> dict[str, torch.Tensor]:
-        """Map an image (or video) RegionViT state_dict onto this model: inflation.
+        """Map an image (or video) RegionViT state_dict onto this model: RegionViT's adaptation, then inflation.
 
         Spatial keys map one to one (same names). Temporal keys absent from the file are created:
         ``"zero"``: this model's fresh temporal weights; ``"copy"``: ``temporal_attn.{qkv,proj}`` from the
@@ -147,8 +146,7 @@ class RegionViTVideo(RegionViT):
         cases ``temporal_fc`` is zero, so the inflated model equals the image model on a static clip.
         A ``time_embed`` of another length is resampled (linear), an absent one starts at zero.
         """
-        if temporal_init not in ("zero", "copy"):
-            raise ValueError(f"temporal_init must be 'zero' or 'copy', got {temporal_init!r}")
+        state_dict = super().filter_pretrained(state_dict, temporal_init=temporal_init)
         out = dict(state_dict)
         own = self.state_dict()
         n_new = 0
@@ -170,12 +168,10 @@ class RegionViTVideo(RegionViT):
             else:
                 continue
             n_new += 1
-        te = out.get("time_embed")
-        if te is not None and te.shape != own["time_embed"].shape and te.shape[-1] == own["time_embed"].shape[-1]:
-            out["time_embed"] = F.interpolate(
-                te.transpose(1, 2), size=own["time_embed"].shape[1], mode="linear", align_corners=False
-            ).transpose(1, 2)
-            _logger.info("resampled time_embed from %d to %d frames", te.shape[1], own["time_embed"].shape[1])
+        te, own_te = out.get("time_embed"), own["time_embed"]
+        if te is not None and te.shape != own_te.shape and te.shape[-1] == own_te.shape[-1]:
+            out["time_embed"] = resample_time_embed(te, own_te.shape[1], mode="linear")
+            _logger.info("resampled time_embed from %d to %d frames", te.shape[1], own_te.shape[1])
         if n_new:
             _logger.info("inflation: created %d temporal tensors (temporal_init=%r)", n_new, temporal_init)
         return out
@@ -185,61 +181,61 @@ def _create_video(variant: str, **kwargs: Any) -> RegionViTVideo:
     return RegionViTVideo(**{**MODEL_CFGS[variant], **kwargs})
 
 
-@register_model
+@register_model(kind="video", image_twin="regionvit_tiny")
 def regionvit_video_tiny(**kwargs: Any) -> RegionViTVideo:
     """RegionViT-Ti with divided space-time attention."""
     return _create_video("tiny", **kwargs)
 
 
-@register_model
+@register_model(kind="video", image_twin="regionvit_small")
 def regionvit_video_small(**kwargs: Any) -> RegionViTVideo:
     """RegionViT-S with divided space-time attention (paper Table 7: 42.9M params, 59.4 GFLOPs at 8x224)."""
     return _create_video("small", **kwargs)
 
 
-@register_model
+@register_model(kind="video", image_twin="regionvit_medium")
 def regionvit_video_medium(**kwargs: Any) -> RegionViTVideo:
     """RegionViT-M with divided space-time attention (paper Table 7: 57.5M params, 83.1 GFLOPs at 8x224)."""
     return _create_video("medium", **kwargs)
 
 
-@register_model
+@register_model(kind="video", image_twin="regionvit_base")
 def regionvit_video_base(**kwargs: Any) -> RegionViTVideo:
     """RegionViT-B with divided space-time attention."""
     return _create_video("base", **kwargs)
 
 
-@register_model
+@register_model(kind="video", image_twin="regionvit_small_w14")
 def regionvit_video_small_w14(**kwargs: Any) -> RegionViTVideo:
     """RegionViT-S+ (window 14) with divided space-time attention."""
     return _create_video("small_w14", **kwargs)
 
 
-@register_model
+@register_model(kind="video", image_twin="regionvit_small_w14_peg")
 def regionvit_video_small_w14_peg(**kwargs: Any) -> RegionViTVideo:
     """RegionViT-S+ with PEG and divided space-time attention."""
     return _create_video("small_w14_peg", **kwargs)
 
 
-@register_model
+@register_model(kind="video", image_twin="regionvit_base_w14")
 def regionvit_video_base_w14(**kwargs: Any) -> RegionViTVideo:
     """RegionViT-B+ (window 14) with divided space-time attention."""
     return _create_video("base_w14", **kwargs)
 
 
-@register_model
+@register_model(kind="video", image_twin="regionvit_base_w14_peg")
 def regionvit_video_base_w14_peg(**kwargs: Any) -> RegionViTVideo:
     """RegionViT-B+ with PEG and divided space-time attention."""
     return _create_video("base_w14_peg", **kwargs)
 
 
-@register_model
+@register_model(kind="video", image_twin="regionvit_pico")
 def regionvit_video_pico(**kwargs: Any) -> RegionViTVideo:
     """Not from the paper: the pico image variant (tests, CPU demo) with divided space-time attention."""
     return _create_video("pico", **kwargs)
 
 
-@register_model
+@register_model(kind="video", image_twin="regionvit_pico_w4")
 def regionvit_video_pico_w4(**kwargs: Any) -> RegionViTVideo:
     """Not from the paper: ``regionvit_pico_w4`` (window 4, for 64 px clips: the CPU demo) with divided attention."""
     return _create_video("pico_w4", **kwargs)

@@ -5,7 +5,7 @@ ICML 2021, https://arxiv.org/abs/2102.05095. Reference code: facebookresearch/Ti
 ``timesformer/models/vit.py``. This is the comparison model of the RegionViT paper's Table 7
 (TimeSformer 8x224: 196.7 GFLOPs, 121.4M params; exact count here: 121,566,352 with 400 classes).
 
-Behaviour follows ``/work/shared/docs/video_toolkits.md`` §1:
+Behaviour follows the reference code's ``divided_space_time`` model:
 
 - tokens: per-frame 16x16 patches plus ONE cls token per video, ``(B, 1 + N*T, C)`` with the patch tokens
   ordered space-major, time-minor (``(n t)``), as in TimeSformer and mmaction2;
@@ -30,13 +30,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from einops import rearrange, repeat
-from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, to_2tuple, trunc_normal_
-from timm.models.vision_transformer import Attention
+from timm.layers import PatchEmbed, resample_abs_pos_embed, to_2tuple, trunc_normal_
+from timm.models.vision_transformer import Attention, VisionTransformer
 from torch.utils.checkpoint import checkpoint
 
-from regionvit_video.layers import init_temporal_fc, init_time_embed
+from regionvit_video.models.base import (ClassifierMixin, TemporalMixin, check_temporal_init, init_weights,
+                                         make_pretrained_cfg, mlp_branch, resample_time_embed, take_indices)
 from regionvit_video.models.registry import register_model
 
 # jx_vit_base_p16_224 (the checkpoint TimeSformer starts from) and timm's ViT-B/16 weights use 0.5/0.5.
@@ -57,17 +57,8 @@ class DividedSpaceTimeBlock(nn.Module):
         drop_path: stochastic depth of the three residual branches.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        *,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        proj_drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0) -> None:
         super().__init__()
         attn_kwargs = dict(num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         # Temporal branch (new in video; inflated from the spatial one by filter_pretrained).
@@ -77,9 +68,7 @@ class DividedSpaceTimeBlock(nn.Module):
         # Spatial branch and MLP: exactly timm's ViT block (same names, so image weights load as they are).
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, **attn_kwargs)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.drop_path, self.norm2, self.mlp = mlp_branch(dim, mlp_ratio, proj_drop, drop_path)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """x: (B, 1 + N*T, C) -> same shape."""
@@ -107,7 +96,7 @@ class DividedSpaceTimeBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class TimeSformer(nn.Module):
+class TimeSformer(ClassifierMixin, TemporalMixin, nn.Module):
     """TimeSformer (divided space-time attention): (B, 3, T, H, W) -> logits (B, num_classes).
 
     Any T (``time_embed`` is resized, nearest) and any H, W divisible by the patch size (``pos_embed`` is
@@ -135,28 +124,12 @@ class TimeSformer(nn.Module):
         temporal_fc_init: "zeros" (TimeSformer's) or "trunc_normal" (from scratch).
     """
 
-    def __init__(
-        self,
-        *,
-        num_classes: int = 400,
-        num_frames: int = 8,
-        img_size: int | tuple[int, int] = 224,
-        patch_size: int = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop_rate: float = 0.0,
-        pos_drop_rate: float = 0.0,
-        proj_drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.1,
-        act_checkpoint: bool = False,
-        time_embed_init: Literal["zeros", "trunc_normal", "normal"] = "zeros",
-        temporal_fc_init: Literal["zeros", "trunc_normal"] = "zeros",
-    ) -> None:
+    def __init__(self, *, num_classes: int = 400, num_frames: int = 8, img_size: int | tuple[int, int] = 224,
+                 patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0, pos_drop_rate: float = 0.0,
+                 proj_drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
+                 act_checkpoint: bool = False, time_embed_init: Literal["zeros", "trunc_normal", "normal"] = "zeros",
+                 temporal_fc_init: Literal["zeros", "trunc_normal"] = "zeros") -> None:
         super().__init__()
         img_size = to_2tuple(img_size)
         if embed_dim % num_heads:
@@ -169,6 +142,10 @@ class TimeSformer(nn.Module):
         self.num_frames = num_frames
         self.num_features = self.embed_dim = embed_dim
         self.grad_checkpointing = False
+        # The image ViT of the same architecture (build_image_twin): what inflation starts from.
+        self._image_kwargs = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+                                  depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                                  num_classes=num_classes, dynamic_img_size=True)
 
         # Conv2d kernel = stride = patch on every frame; strict_img_size=False allows other sizes.
         self.patch_embed = PatchEmbed(
@@ -182,7 +159,7 @@ class TimeSformer(nn.Module):
         self.time_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
         self.time_drop = nn.Dropout(pos_drop_rate)
 
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList(
             DividedSpaceTimeBlock(
                 embed_dim,
@@ -203,20 +180,13 @@ class TimeSformer(nn.Module):
         # time_embed 0 and temporal_fc 0 in every block (the model starts as a per-frame image model).
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
-        self.apply(_init_weights)
-        init_time_embed(self.time_embed, time_embed_init)
-        for blk in self.blocks:
-            init_temporal_fc(blk.temporal_fc, temporal_fc_init)
+        self.apply(init_weights)
+        self.init_temporal(time_embed_init, temporal_fc_init)
+        # timm's description of the maps forward_intermediates returns: every block's patch tokens
+        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
 
-        self.pretrained_cfg = dict(
-            input_size=(3, num_frames, *img_size),
-            mean=VIT_MEAN,
-            std=VIT_STD,
-            interpolation="bicubic",
-            classifier="head",
-        )
-        if act_checkpoint:
-            self.set_grad_checkpointing(True)
+        self.pretrained_cfg = make_pretrained_cfg((3, num_frames, *img_size), VIT_MEAN, VIT_STD)
+        self.set_grad_checkpointing(act_checkpoint)
 
     # timm-style API -------------------------------------------------------------------------------
     @torch.jit.ignore
@@ -228,16 +198,10 @@ class TimeSformer(nn.Module):
         """Recompute each block's activations in backward (saves memory, costs one extra forward)."""
         self.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a freshly initialised Linear(num_features, num_classes) (0: identity)."""
-        self.num_classes = num_classes
-        device = self.norm.weight.device
-        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
-        self.head.apply(_init_weights)
+    def build_image_twin(self) -> VisionTransformer:
+        """timm's image ViT of this model's spatial architecture (fresh weights): what inflation starts from
+        (``vit_base_patch16_224``'s layout for timesformer_base)."""
+        return VisionTransformer(**self._image_kwargs)
 
     # forward ---------------------------------------------------------------------------------------
     def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -245,14 +209,8 @@ class TimeSformer(nn.Module):
             return self.pos_embed
         return resample_abs_pos_embed(self.pos_embed, new_size=list(grid), old_size=list(self.grid_size))
 
-    def _time_embed(self, num_frames: int) -> torch.Tensor:
-        if num_frames == self.num_frames:
-            return self.time_embed
-        resized = F.interpolate(self.time_embed.transpose(1, 2), size=num_frames, mode="nearest")
-        return resized.transpose(1, 2)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) -> final-normed cls token (B, num_features), the pooled pre-logit feature."""
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, 3, T, H, W) -> tokens (B, 1 + N*T, C) (cls first, patches (n t)) and the patch grid."""
         if x.ndim != 5:
             raise ValueError(f"TimeSformer expects a (B, C, T, H, W) clip, got shape {tuple(x.shape)}")
         B, _, T, H, W = x.shape
@@ -265,21 +223,63 @@ class TimeSformer(nn.Module):
         x = self.pos_drop(x + pos[:, 1:])
         x = rearrange(x, "(b t) n c -> (b n) t c", b=B)
         x = self.time_drop(x + self._time_embed(T))
-        x = torch.cat([cls, rearrange(x, "(b n) t c -> b (n t) c", b=B)], dim=1)  # B, 1 + N*T, C
-        for blk in self.blocks:
+        return torch.cat([cls, rearrange(x, "(b n) t c -> b (n t) c", b=B)], dim=1), grid  # B, 1 + N*T, C
+
+    def _run_blocks(self, x: torch.Tensor, num_frames: int, *, take: list[int] | tuple[int, ...] = (),
+                    last: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Blocks 0..``last`` on the tokens; returns the tokens and those after the blocks ``take``."""
+        outs = []
+        for i, blk in enumerate(self.blocks[: len(self.blocks) if last is None else last + 1]):
             if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-                x = checkpoint(blk, x, T, use_reentrant=False)
+                x = checkpoint(blk, x, num_frames, use_reentrant=False)
             else:
-                x = blk(x, T)
-        return self.norm(x)[:, 0]
+                x = blk(x, num_frames)
+            if i in take:
+                outs.append(x)
+        return x, outs
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pooled features (B, num_features) -> logits, or the features themselves with ``pre_logits``."""
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> final-normed cls token (B, num_features), the pooled pre-logit feature."""
+        tokens, _ = self._tokens(x)
+        tokens, _ = self._run_blocks(tokens, x.shape[2])
+        return self.norm(tokens)[:, 0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCTHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Every block's patch-token map (``feature_info``: one entry per block), and the pooled features.
+
+        As timm's ViT: the intermediates are the tokens after each selected block, the cls token dropped
+        (timm's ``return_prefix_tokens=False``), reshaped to the clip's layout.
+
+        Args:
+            x: clips (B, 3, T, H, W).
+            indices: blocks to return: None all, n the last n, a list those (negative from the end).
+            norm: pass each map through the final LayerNorm (timm's ``norm``).
+            stop_early: run only up to the last block asked for (with ``intermediates_only``).
+            output_fmt: ``"NCTHW"``, the only layout.
+            intermediates_only: return only the maps.
+
+        Returns:
+            ``(features, maps)``: ``features`` as :meth:`forward_features` returns them (so
+            ``forward_head(features)`` gives the logits) and one (B, C, T, H/16, W/16) map per selected block;
+            only the maps with ``intermediates_only``.
+        """
+        take, last = take_indices(len(self.blocks), indices, norm=norm, stop_early=stop_early, output_fmt=output_fmt,
+                                  formats=("NCTHW",), intermediates_only=intermediates_only)
+        T = x.shape[2]
+        tokens, (gh, gw) = self._tokens(x)
+        tokens, outs = self._run_blocks(tokens, T, take=take, last=last)
+        maps = [rearrange((self.norm(y) if norm else y)[:, 1:], "b (h w t) c -> b c t h w", h=gh, w=gw, t=T)
+                for y in outs]  # patches are ordered space-major, time-minor
+        return maps if intermediates_only else (self.norm(tokens)[:, 0], maps)
 
     # checkpoint adaptation -------------------------------------------------------------------------
     def filter_pretrained(
@@ -306,8 +306,7 @@ class TimeSformer(nn.Module):
         Returns:
             A new dict (input tensors are not modified).
         """
-        if temporal_init not in ("copy", "zero"):
-            raise ValueError(f"temporal_init must be 'copy' or 'zero', got {temporal_init!r}")
+        check_temporal_init(temporal_init)
         sd = dict(state_dict)
         for prefix in ("module.", "model."):
             if sd and all(k.startswith(prefix) for k in sd):
@@ -321,7 +320,7 @@ class TimeSformer(nn.Module):
             elif k == "pos_embed" and v.shape[1] != self.pos_embed.shape[1]:
                 v = resample_abs_pos_embed(v, new_size=list(self.grid_size), num_prefix_tokens=1)
             elif k == "time_embed" and v.shape[1] != self.num_frames:
-                v = F.interpolate(v.transpose(1, 2), size=self.num_frames, mode="nearest").transpose(1, 2)
+                v = resample_time_embed(v, self.num_frames, mode="nearest")
             out[k] = v
             if is_video or temporal_init != "copy":
                 continue
@@ -337,28 +336,18 @@ class TimeSformer(nn.Module):
         return out
 
 
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-
-
 # Variants ------------------------------------------------------------------------------------------
 def _create_timesformer(defaults: dict[str, Any], **kwargs: Any) -> TimeSformer:
     return TimeSformer(**{**defaults, **kwargs})
 
 
-@register_model
+@register_model(kind="video")
 def timesformer_base(**kwargs: Any) -> TimeSformer:
     """TimeSformer 8x224 (divided space-time, ViT-B/16): 121,566,352 params with 400 classes."""
     return _create_timesformer(dict(patch_size=16, embed_dim=768, depth=12, num_heads=12), **kwargs)
 
 
-@register_model
+@register_model(kind="video")
 def timesformer_tiny(**kwargs: Any) -> TimeSformer:
     """NOT from the paper: a tiny TimeSformer (patch 16, dim 64, depth 2, 2 heads) for tests."""
     return _create_timesformer(dict(patch_size=16, embed_dim=64, depth=2, num_heads=2), **kwargs)

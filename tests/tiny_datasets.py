@@ -1,4 +1,4 @@
-"""Tiny on-disk datasets for tests and examples (not used by training itself).
+"""Tiny on-disk datasets for the tests (test fixtures, outside the package).
 
 ``make_kinetics_folder`` writes a few short real videos in a class-per-folder tree with the
 Kinetics CSV lists next to it; ``make_ssv2_folder`` does the same in SSv2's official layout. Each

@@ -1,28 +1,25 @@
-"""Loading pretrained weights: official RegionViT files, this toolkit's checkpoints, inflation to video.
+"""Loading weights into a model: official RegionViT / timm ViT files, this toolkit's checkpoints, inflation.
 
-``load_pretrained(model, path)`` reads the file safely (``weights_only``), unwraps it, adapts it to the
-model (aliases, det_norm keys, window-size changes, the model's own ``filter_pretrained`` e.g. video
-inflation), re-initialises a classifier of another size, refuses any other shape mismatch, loads, and
-returns a :class:`LoadReport`. Missing and unexpected keys are always logged.
+``load_pretrained(model, path)`` reads the file safely (``weights_only``), unwraps it, lets the model adapt
+it (its ``filter_pretrained``, timm's ``checkpoint_filter_fn``: RegionViT's aliases, det_norm keys and
+window-size changes, the video models' inflation), re-initialises a classifier of another size, refuses any
+other shape mismatch, loads, and returns a :class:`LoadReport`. Missing and unexpected keys are always
+logged. What is specific to a model lives in the model's file; this module knows only state dicts.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from timm.layers import trunc_normal_
 
+from regionvit_video.models.base import init_weights
 from regionvit_video.utils.io import safe_torch_load
 
 _logger = logging.getLogger(__name__)
-
-_DET_NORM_KEY = re.compile(r"^norm[0-9]+\.(weight|bias)$")
 
 
 @dataclass
@@ -37,7 +34,8 @@ class LoadReport:
         unexpected: file keys the model does not have (ignored).
         reinitialised: keys re-initialised instead of loaded (classifier of another size).
         created: keys created by the model's ``filter_pretrained`` (e.g. inflated temporal weights).
-        resized: keys interpolated to the model's shape (relative-position tables, regional tokenizer).
+        resized: keys the model's ``filter_pretrained`` interpolated to its shape (relative-position tables,
+            the regional tokenizer, position and time embeddings).
     """
 
     path: str
@@ -79,61 +77,13 @@ def unwrap_state_dict(ck: Any, path: str = "<checkpoint>") -> dict[str, torch.Te
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
-# Shape adaptation ----------------------------------------------------------------------------------
-def resize_rel_pos_table(table: torch.Tensor, new_window: int) -> torch.Tensor:
-    """Resize RegionViT relative-position tables (heads, (2ws-1)^2) to another window size, bicubic.
-
-    The official layout is wrapped (entry for offset d sits at (d + ws//2) mod (2ws-1), see
-    :func:`regionvit_video.layers.rel_pos_index`), so the table is first rolled into geometric order
-    (offset -(ws-1) .. ws-1), resized as a 2-D image, then rolled back into the new window's wrap.
-    (The official ``convert_cls_model_to_diff_ws.py`` resizes the wrapped table directly, which mixes
-    unrelated offsets.)
-    """
-    heads, n = table.shape
-    size = int(round(n**0.5))
-    if size * size != n or size % 2 == 0:
-        raise ValueError(f"relative-position table of {n} entries is not (2ws-1)^2")
-    old_ws, new_size = (size + 1) // 2, 2 * new_window - 1
-    shift_old = old_ws - 1 - old_ws // 2
-    shift_new = new_window - 1 - new_window // 2
-    geo = torch.roll(table.view(heads, size, size), shifts=(shift_old, shift_old), dims=(1, 2))
-    geo = F.interpolate(geo[None].float(), size=(new_size, new_size), mode="bicubic", align_corners=False)[0]
-    wrapped = torch.roll(geo, shifts=(-shift_new, -shift_new), dims=(1, 2))
-    return wrapped.reshape(heads, new_size * new_size).to(table.dtype)
-
-
-def resize_patch_kernel(weight: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
-    """Bicubic resize of a patch-embedding kernel (C, 3, P, P) -> (C, 3, P', P') (as the official tool)."""
-    return F.interpolate(weight.float(), size=new_size, mode="bicubic", align_corners=False).to(weight.dtype)
-
-
-def _adapt(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
-    """Official aliases and det_norm keys, and window-size changes."""
-    out = dict(sd)
-    # proj_cls is the same module as proj: fill whichever name is absent, load through proj.
-    for key in list(out):
-        if ".proj_cls." in key:
-            twin = key.replace(".proj_cls.", ".proj.")
-            if twin not in out:
-                out[twin] = out[key]
-            elif not torch.equal(out[twin], out[key]):
-                _logger.warning("%s differs from its alias %s; using %s", key, twin, twin)
-            del out[key]
-    # det_norm LayerNorm2d keys (norm0..3): dropped when the model has no det_norm (official rule).
-    for key in list(out):
-        if _DET_NORM_KEY.match(key) and key not in own:
-            del out[key]
-    for key, value in list(out.items()):
-        target = own.get(key)
-        if target is None or target.shape == value.shape:
-            continue
-        if key.endswith("attn.rel_pos") and value.ndim == 2 and value.shape[0] == target.shape[0]:
-            out[key] = resize_rel_pos_table(value, (int(round(target.shape[1] ** 0.5)) + 1) // 2)
-            report.resized.append(key)
-        elif key == "cls_token.proj.weight" and value.shape[:2] == target.shape[:2]:
-            out[key] = resize_patch_kernel(value, tuple(target.shape[-2:]))
-            report.resized.append(key)
-    return out
+def _tied_keys(model: nn.Module, keys: list[str], loaded: set[str]) -> set[str]:
+    """Those of ``keys`` whose tensor is the same as a loaded key's (tied weights: one module under two
+    names, as RegionViT's ``proj`` / ``proj_cls``): they were loaded through their twin."""
+    own = dict(model.named_parameters(remove_duplicate=False))
+    own.update(model.named_buffers(remove_duplicate=False))
+    loaded_ids = {id(own[k]) for k in loaded if k in own}
+    return {k for k in keys if k in own and id(own[k]) in loaded_ids}
 
 
 def _classifier_name(model: nn.Module) -> str:
@@ -151,11 +101,10 @@ def load_pretrained(
     """Load a checkpoint file into ``model`` and say what happened.
 
     Steps: read with :func:`~regionvit_video.utils.io.safe_torch_load`; take ``ck['model']``, else
-    ``ck['model_state']``, else the bare state_dict; strip ``module.``; map ``proj_cls`` aliases; drop
-    ``norm0..3`` det_norm keys the model lacks; interpolate relative-position tables and the regional
-    tokenizer kernel to the model's window size; call ``model.filter_pretrained(sd,
-    temporal_init=...)`` if the model has it (video inflation); re-initialise the classifier if its
-    shape differs; load.
+    ``ck['model_state']``, else the bare state_dict; strip ``module.``; let the model adapt it
+    (``model.filter_pretrained(sd, temporal_init=...)``: for RegionViT the ``proj_cls`` aliases, the
+    ``norm0..3`` det_norm keys it lacks and window-size changes; for video models also the inflation);
+    re-initialise the classifier if its shape differs; load.
 
     Args:
         model: the model to fill (in place).
@@ -176,11 +125,11 @@ def load_pretrained(
     report = LoadReport(path=path)
     sd = unwrap_state_dict(safe_torch_load(path), path)
     own = model.state_dict()
-    sd = _adapt(sd, own, report)
-    if hasattr(model, "filter_pretrained"):
-        before = set(sd)
+    if hasattr(model, "filter_pretrained"):  # every registered model has it; a plain nn.Module loads as it is
+        before = {k: tuple(v.shape) for k, v in sd.items()}
         sd = model.filter_pretrained(sd, temporal_init=temporal_init)
-        report.created = sorted(set(sd) - before)
+        report.created = sorted(set(sd) - set(before))
+        report.resized = [k for k, v in sd.items() if k in before and tuple(v.shape) != before[k]]
 
     head = _classifier_name(model)
     for key in list(sd):
@@ -199,16 +148,12 @@ def load_pretrained(
         del sd[key]
     if any(k.startswith(head + ".") for k in report.reinitialised):
         module = model.get_submodule(head)
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        module.apply(init_weights)
         _logger.info("classifier %r re-initialised (class count differs from the checkpoint)", head)
 
     result = model.load_state_dict(sd, strict=False)
-    # Alias keys (proj_cls) are filled through their twins; do not report them as missing.
-    aliases = {k for k in result.missing_keys if ".proj_cls." in k and k.replace(".proj_cls.", ".proj.") in sd}
-    report.missing = [k for k in result.missing_keys if k not in aliases and k not in report.reinitialised]
+    tied = _tied_keys(model, list(result.missing_keys), set(sd))  # filled through their twins: not missing
+    report.missing = [k for k in result.missing_keys if k not in tied and k not in report.reinitialised]
     report.unexpected = list(result.unexpected_keys)
     report.loaded = len([k for k in sd if k in own])
     if report.missing:

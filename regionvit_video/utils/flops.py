@@ -25,6 +25,24 @@ def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
     return math.prod(batch) * L * S * (E + Ev)
 
 
+def flop_count_analysis(model: nn.Module, *inputs: torch.Tensor, count_layer_norm: bool = True):
+    """fvcore's ``FlopCountAnalysis`` of ``model(*inputs)`` with SDPA counted (:func:`sdpa_flop_jit`) and
+    unsupported-op warnings off; call its ``total()`` / ``by_operator()`` under ``torch.no_grad()``.
+
+    Args:
+        count_layer_norm: fvcore's default counts ``nn.LayerNorm``; the RegionViT and TimeSformer papers'
+            numbers do not (a None handle would only mark the op ignored, fvcore keeps its default
+            handle, so LayerNorm gets a handle that counts 0).
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    fca = FlopCountAnalysis(model, inputs)
+    fca.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
+    if not count_layer_norm:
+        fca.set_op_handle("aten::layer_norm", lambda inputs, outputs: 0)
+    return fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+
+
 def count_flops(model: nn.Module, *inputs: torch.Tensor, count_layer_norm: bool = True) -> int:
     """Total fvcore FLOPs of ``model(*inputs)`` (eval mode, no grad), with SDPA counted.
 
@@ -38,14 +56,6 @@ def count_flops(model: nn.Module, *inputs: torch.Tensor, count_layer_norm: bool 
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit", category=FutureWarning)  # fvcore's jit use
-            from fvcore.nn import FlopCountAnalysis
-
-            fca = FlopCountAnalysis(model, inputs)
-            fca.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
-            if not count_layer_norm:
-                # (a None handle would only mark the op ignored, fvcore keeps its default handle)
-                fca.set_op_handle("aten::layer_norm", lambda inputs, outputs: 0)
-            fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-            return int(fca.total())
+            return int(flop_count_analysis(model, *inputs, count_layer_norm=count_layer_norm).total())
     finally:
         model.train(was_training)

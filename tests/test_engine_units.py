@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from regionvit_video.config import load_config
+from regionvit_video.config.load import ConfigError
 from regionvit_video.engine import checkpoint as ck
 from regionvit_video.engine.build import build_model
 from regionvit_video.engine.meters import MultiViewAggregator, ensemble_views, topk_correct
@@ -44,6 +45,35 @@ def test_no_weight_decay_on_norms_biases_rel_pos_and_embeddings():
     params = dict(model.named_parameters())
     assert all(wd_of[id(params[n])] == 0.0 for n in rel_pos + ln2d)
     assert all(wd_of[id(params[n])] == cfg.SOLVER.WEIGHT_DECAY for n in decay)
+
+
+def test_lr_scaling_is_linear_in_the_global_batch_when_asked(caplog):
+    """SOLVER.BASE_LR is stated for SOLVER.REFERENCE_BATCH_SIZE; "linear" scales every absolute lr by the
+    global batch (clips x processes x accumulation) over it, "none" leaves them as they are."""
+    model = torch.nn.Linear(2, 2)
+    base = ("SOLVER.BASE_LR", "0.1", "SOLVER.WARMUP_START_LR", "0.01", "SOLVER.COSINE_END_LR", "0.001",
+            "SOLVER.WARMUP_EPOCHS", "1.0", "SOLVER.MAX_EPOCH", "3", "TRAIN.BATCH_SIZE", "4",
+            "TRAIN.GRAD_ACCUM_STEPS", "2", "SOLVER.REFERENCE_BATCH_SIZE", "16")
+    schedules = {}
+    for scaling, world, factor in (("none", 4, 1.0), ("linear", 4, 2.0), ("linear", 1, 0.5)):
+        cfg = _cfg(*base, "SOLVER.LR_SCALING", scaling)
+        with caplog.at_level(logging.INFO, logger="regionvit_video.engine.optim"):
+            opt = build_optimizer(cfg, model, world_size=world)
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * factor)
+        assert f"global batch {4 * world * 2}" in caplog.text and f"effective lr {0.1 * factor:g}" in caplog.text
+        caplog.clear()
+        sched = build_scheduler(cfg, opt, updates_per_epoch=10, world_size=world)
+        lrs = []
+        for step in range(31):
+            sched.step_update(step)
+            lrs.append(opt.param_groups[0]["lr"])
+        schedules[(scaling, world)] = (factor, lrs)
+    _, plain = schedules[("none", 4)]
+    assert plain[0] == pytest.approx(0.01) and plain[30] == pytest.approx(0.001)  # warm-up start, cosine end
+    for factor, lrs in schedules.values():  # the whole schedule scales, warm-up start and end included
+        assert lrs == pytest.approx([factor * lr for lr in plain])
+    with pytest.raises(ConfigError, match="SOLVER.LR_SCALING"):
+        _cfg("SOLVER.LR_SCALING", "sqrt")
 
 
 def test_cosine_schedule_with_warmup_per_iteration():

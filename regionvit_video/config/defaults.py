@@ -164,8 +164,14 @@ _C.MODEL.ACT_CHECKPOINT = False
 _C.SOLVER = CfgNode()
 # Any timm optimizer name: "adamw", "sgd", ...
 _C.SOLVER.OPTIMIZING_METHOD = "adamw"
-# Learning rate for the whole (global) batch; not rescaled by the toolkit.
+# Learning rate for a global batch of SOLVER.REFERENCE_BATCH_SIZE clips (TRAIN.BATCH_SIZE x processes x
+# TRAIN.GRAD_ACCUM_STEPS). LR_SCALING "none": used as it is, whatever the global batch; "linear": BASE_LR,
+# WARMUP_START_LR and COSINE_END_LR are multiplied by global batch / REFERENCE_BATCH_SIZE (the linear
+# scaling rule, as PySlowFast's SOLVER.BASE_LR_SCALE_NUM_SHARDS and mmaction2's auto_scale_lr do). The log
+# prints the global batch, the processes and the effective lr.
 _C.SOLVER.BASE_LR = 2e-4
+_C.SOLVER.LR_SCALING = "none"
+_C.SOLVER.REFERENCE_BATCH_SIZE = 64
 _C.SOLVER.WEIGHT_DECAY = 1e-4
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.MAX_EPOCH = 30

@@ -378,6 +378,7 @@ def load_config(
 # ------------------------------------------------------------------------------------------------ #
 MIXED_PRECISION_CHOICES = ("none", "bf16", "fp16")
 LR_POLICY_CHOICES = ("cosine", "steps_with_relative_lrs")
+LR_SCALING_CHOICES = ("none", "linear")  # engine.optim.lr_scale applies them
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 BACKEND_CHOICES = ("auto", "nccl", "gloo")
 FEATURE_MODES = ("video", "clips")
@@ -520,6 +521,8 @@ def _check_solver(c: _Checker) -> None:
     c.check("SOLVER.MOMENTUM", 0.0 <= cfg.SOLVER.MOMENTUM < 1.0, "must be in [0, 1)")
     c.at_least("SOLVER.MAX_EPOCH", 1)
     c.choice("SOLVER.LR_POLICY", LR_POLICY_CHOICES)
+    c.choice("SOLVER.LR_SCALING", LR_SCALING_CHOICES)
+    c.at_least("SOLVER.REFERENCE_BATCH_SIZE", 1)
     if cfg.SOLVER.LR_POLICY == "steps_with_relative_lrs":
         steps, lrs = list(cfg.SOLVER.STEPS), list(cfg.SOLVER.LRS)
         c.check("SOLVER.STEPS", bool(steps) and steps[0] == 0 and all(b > a for a, b in zip(steps, steps[1:]))

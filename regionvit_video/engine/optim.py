@@ -30,6 +30,8 @@ from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from timm.scheduler.scheduler import Scheduler
 
+from regionvit_video.config.load import LR_SCALING_CHOICES
+
 logger = logging.getLogger(__name__)
 
 # Name patterns never decayed even when a model forgets them in no_weight_decay().
@@ -68,20 +70,41 @@ def weight_decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
     return decay, no_decay
 
 
-def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-    """timm optimizer (``SOLVER.OPTIMIZING_METHOD``) with the weight-decay groups described above."""
+def global_batch_size(cfg: CfgNode, world_size: int) -> int:
+    """Clips per optimizer update: TRAIN.BATCH_SIZE x processes x TRAIN.GRAD_ACCUM_STEPS."""
+    return cfg.TRAIN.BATCH_SIZE * world_size * cfg.TRAIN.GRAD_ACCUM_STEPS
+
+
+def lr_scale(cfg: CfgNode, world_size: int) -> float:
+    """The factor on SOLVER.BASE_LR, WARMUP_START_LR and COSINE_END_LR: 1 with ``LR_SCALING none``; global
+    batch / ``SOLVER.REFERENCE_BATCH_SIZE`` with ``linear`` (the linear scaling rule)."""
+    if cfg.SOLVER.LR_SCALING not in LR_SCALING_CHOICES:
+        raise ValueError(f"SOLVER.LR_SCALING must be one of {LR_SCALING_CHOICES}, got {cfg.SOLVER.LR_SCALING!r}")
+    if cfg.SOLVER.LR_SCALING == "none":
+        return 1.0
+    return global_batch_size(cfg, world_size) / cfg.SOLVER.REFERENCE_BATCH_SIZE
+
+
+def build_optimizer(cfg: CfgNode, model: nn.Module, *, world_size: int = 1) -> torch.optim.Optimizer:
+    """timm optimizer (``SOLVER.OPTIMIZING_METHOD``) with the weight-decay groups described above, at
+    ``SOLVER.BASE_LR`` times :func:`lr_scale` for this number of processes."""
     solver = cfg.SOLVER
     groups = param_groups_weight_decay(model, solver.WEIGHT_DECAY,
                                        no_weight_decay_list=no_weight_decay_names(model))
     kwargs = {}
     if solver.OPTIMIZING_METHOD.lower() in ("sgd", "momentum", "nesterov"):
         kwargs["momentum"] = solver.MOMENTUM
-    optimizer = create_optimizer_v2(groups, opt=solver.OPTIMIZING_METHOD, lr=solver.BASE_LR,
+    scale = lr_scale(cfg, world_size)
+    optimizer = create_optimizer_v2(groups, opt=solver.OPTIMIZING_METHOD, lr=solver.BASE_LR * scale,
                                     weight_decay=solver.WEIGHT_DECAY, **kwargs)
     decay, no_decay = weight_decay_split(model)
-    logger.info("optimizer %s lr %g weight decay %g on %d tensors, none on %d tensors (norms, biases, "
-                "rel_pos tables, embeddings)", solver.OPTIMIZING_METHOD, solver.BASE_LR,
-                solver.WEIGHT_DECAY, len(decay), len(no_decay))
+    how = ("as SOLVER.BASE_LR (SOLVER.LR_SCALING none)" if solver.LR_SCALING == "none" else
+           f"= SOLVER.BASE_LR {solver.BASE_LR:g} x global batch {global_batch_size(cfg, world_size)} / "
+           f"SOLVER.REFERENCE_BATCH_SIZE {solver.REFERENCE_BATCH_SIZE} (SOLVER.LR_SCALING linear)")
+    logger.info("optimizer %s: effective lr %g %s; %d process(es), global batch %d; weight decay %g on %d tensors, "
+                "none on %d tensors (norms, biases, rel_pos tables, embeddings)", solver.OPTIMIZING_METHOD,
+                solver.BASE_LR * scale, how, world_size, global_batch_size(cfg, world_size), solver.WEIGHT_DECAY,
+                len(decay), len(no_decay))
     return optimizer
 
 
@@ -120,28 +143,31 @@ class StepsWithRelativeLRs(Scheduler):
         return self._stepped(t)
 
 
-def build_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> Scheduler:
+def build_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer, updates_per_epoch: int, *,
+                    world_size: int = 1) -> Scheduler:
     """The ``SOLVER.LR_POLICY`` schedule over ``SOLVER.MAX_EPOCH`` epochs in optimizer updates, with
     linear warm-up over ``SOLVER.WARMUP_EPOCHS``.
 
     "cosine": to ``SOLVER.COSINE_END_LR``. "steps_with_relative_lrs": ``SOLVER.LRS[i] * BASE_LR`` from
     epoch ``SOLVER.STEPS[i]`` on (PySlowFast's keys and meaning; epochs may be fractional).
-    Call ``scheduler.step_update(num_updates)`` after every optimizer step.
+    Call ``scheduler.step_update(num_updates)`` after every optimizer step. The absolute lrs
+    (WARMUP_START_LR, COSINE_END_LR; BASE_LR through the optimizer) are scaled by :func:`lr_scale`.
     """
     solver = cfg.SOLVER
+    scale = lr_scale(cfg, world_size)
     total = max(1, solver.MAX_EPOCH * updates_per_epoch)
     warmup = min(total, int(round(solver.WARMUP_EPOCHS * updates_per_epoch)))
     if solver.LR_POLICY == "steps_with_relative_lrs":
         return StepsWithRelativeLRs(optimizer, [int(round(e * updates_per_epoch)) for e in solver.STEPS],
-                                    solver.LRS, warmup_t=warmup, warmup_lr_init=solver.WARMUP_START_LR)
+                                    solver.LRS, warmup_t=warmup, warmup_lr_init=solver.WARMUP_START_LR * scale)
     if solver.LR_POLICY != "cosine":
         raise ValueError(f"SOLVER.LR_POLICY {solver.LR_POLICY!r} is not one of cosine, steps_with_relative_lrs")
     return CosineLRScheduler(
         optimizer,
         t_initial=total,
-        lr_min=solver.COSINE_END_LR,
+        lr_min=solver.COSINE_END_LR * scale,
         warmup_t=warmup,
-        warmup_lr_init=solver.WARMUP_START_LR,
+        warmup_lr_init=solver.WARMUP_START_LR * scale,
         warmup_prefix=False,
         t_in_epochs=False,
         cycle_limit=1,

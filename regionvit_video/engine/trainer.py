@@ -243,8 +243,8 @@ def _log_batch_setup(cfg: CfgNode, di: DistInfo, iters: int, upe: int) -> None:
     eff = cfg.TRAIN.BATCH_SIZE * di.world_size * accum
     if accum > 1:
         logger.warning("GRADIENT ACCUMULATION IS ON: %d iterations per optimizer step; effective batch %d = "
-                       "%d clips x %d processes x %d (SOLVER.BASE_LR %g applies to this batch)",
-                       accum, eff, cfg.TRAIN.BATCH_SIZE, di.world_size, accum, cfg.SOLVER.BASE_LR)
+                       "%d clips x %d processes x %d (the optimizer line gives the lr used for it)",
+                       accum, eff, cfg.TRAIN.BATCH_SIZE, di.world_size, accum)
     logger.info("%d iterations per epoch, %d optimizer steps per epoch, global batch %d, %d epochs",
                 iters, upe, eff, cfg.SOLVER.MAX_EPOCH)
 
@@ -267,8 +267,8 @@ def setup_training(cfg: CfgNode, di: DistInfo, model: nn.Module, resume_path: Pa
     loader, val_loader = _build_loaders(cfg, di, out)
     iters = len(loader)
     upe = updates_per_epoch(iters, cfg.TRAIN.GRAD_ACCUM_STEPS)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer, upe)
+    optimizer = build_optimizer(cfg, model, world_size=di.world_size)
+    scheduler = build_scheduler(cfg, optimizer, upe, world_size=di.world_size)
     batch_transform = build_batch_transform(cfg)  # None when the workers already normalise
     mixup = build_mixup(cfg)
     criterion = build_train_loss(cfg, mixup is not None)

@@ -2,7 +2,7 @@
 from regionvit_video.layers.attention import RelPosAttention, rel_pos_index
 from regionvit_video.layers.flops import count_flops, sdpa_flop_jit
 from regionvit_video.layers.norm import LayerNorm2d
-from regionvit_video.layers.patch_embed import LocalTokenizer, RegionalTokenizer
+from regionvit_video.layers.patch_embed import LocalTokenizer, RegionalTokenizer, keep_dtype
 from regionvit_video.layers.time_embed import TEMPORAL_FC_INITS, TIME_EMBED_INITS, init_temporal_fc, init_time_embed
 from regionvit_video.layers.windows import WindowLayout, from_windows, to_windows, window_mask
 
@@ -18,6 +18,7 @@ __all__ = [
     "from_windows",
     "init_temporal_fc",
     "init_time_embed",
+    "keep_dtype",
     "rel_pos_index",
     "sdpa_flop_jit",
     "to_windows",

@@ -141,12 +141,20 @@ def test_default_backends_on_cuda_are_tf32_and_benchmark(restore_backends, monke
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
 
 
-def test_default_backends_on_cpu_change_nothing(restore_backends):
-    before = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision,
-              torch.are_deterministic_algorithms_enabled())
+def test_default_backends_on_cpu_leave_the_cuda_flags(restore_backends):
+    before = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision)
     assert build.configure_backends(_cfg(), torch.device("cpu")) == {"deterministic": False}
-    assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision,
-            torch.are_deterministic_algorithms_enabled()) == before
+    assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision) == before
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_the_default_mode_undoes_a_deterministic_one(restore_backends, device):
+    """The config decides: a later non-deterministic run in the same process gets torch's default again."""
+    build.configure_backends(_cfg("TRAIN.DETERMINISTIC", True), torch.device(device))
+    build.configure_backends(_cfg(), torch.device(device))
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    assert build.tf32_enabled() is (device == "cuda") and torch.backends.cudnn.benchmark is (device == "cuda")
 
 
 @pytest.mark.parametrize("device", ["cuda", "cpu"])

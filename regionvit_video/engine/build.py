@@ -46,10 +46,11 @@ CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 def configure_backends(cfg: CfgNode, device: torch.device) -> dict:
     """Set the process-wide CUDA backend flags for a run on ``device``; returns what was set (for the log).
 
-    Default (``TRAIN.DETERMINISTIC`` False), on CUDA: TF32 for float32 matmuls and convolutions (float32
-    operands rounded to a 10-bit mantissa on the tensor cores: several times faster, differences of the
-    order of bfloat16 autocast's) and ``cudnn.benchmark`` (each conv shape picks its fastest algorithm
-    once). On CPU nothing is changed.
+    Default (``TRAIN.DETERMINISTIC`` False): deterministic algorithms off (torch's default), and on CUDA
+    TF32 for float32 matmuls and convolutions (float32 operands rounded to a 10-bit mantissa on the
+    tensor cores: several times faster, differences of the order of bfloat16 autocast's) and
+    ``cudnn.benchmark`` (each conv shape picks its fastest algorithm once). On CPU the TF32 and cuDNN
+    flags are left as they are.
 
     ``TRAIN.DETERMINISTIC`` True, on any device: ``torch.use_deterministic_algorithms(True,
     warn_only=True)`` (an op without a deterministic implementation warns instead of failing),
@@ -68,10 +69,13 @@ def configure_backends(cfg: CfgNode, device: torch.device) -> dict:
         done["cublas_workspace_config"] = os.environ["CUBLAS_WORKSPACE_CONFIG"]
         _set_tf32(False)
         done.update(tf32=False, cudnn_benchmark=False)
-    elif cuda:
-        torch.backends.cudnn.benchmark = True
-        _set_tf32(True)
-        done.update(tf32=True, cudnn_benchmark=True)
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+            _set_tf32(True)
+            done.update(tf32=True, cudnn_benchmark=True)
     logger.info("backend flags for %s: %s", device, done)
     return done
 

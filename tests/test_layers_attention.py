@@ -253,7 +253,8 @@ def test_chunked_attention_batch_equals_the_whole_batch(fused, masked, monkeypat
         xi = x.clone().requires_grad_(True)
         out = attn(xi, **kwargs)
         out.square().sum().backward()
-        results.append((out.detach(), xi.grad, {n: p.grad.clone() for n, p in attn.named_parameters() if p.grad is not None}, len(calls)))
+        grads = {n: p.grad.clone() for n, p in attn.named_parameters() if p.grad is not None}
+        results.append((out.detach(), xi.grad, grads, len(calls)))
     whole, chunked = results
     per_call = 1 if fused else 2
     assert whole[3] == per_call

@@ -52,15 +52,16 @@ a machine that has (the sdist-only packages are built into pure-Python wheels)::
         av==18.1.0 decord2==3.4.0 -d wheels/
     pip wheel --no-deps fvcore==0.1.5.post20221221 iopath==0.1.10 yacs==0.1.8 pytorchvideo==0.1.5 \\
         portalocker termcolor tabulate parameterized -w wheels/
-    # only if the GPU machine lacks them (train() and test() draw their plots with matplotlib):
+    # only if the machine lacks them (train() and test() draw their plots with matplotlib; psutil only
+    # for --device cpu):
     pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \\
-        matplotlib contourpy kiwisolver fonttools cycler pyparsing python-dateutil six -d wheels/
+        matplotlib contourpy kiwisolver fonttools cycler pyparsing python-dateutil six psutil -d wheels/
 
 (av 36 MB and decord2 27 MB; the others about 0.5 MB together.) Then ``python benchmarks/gpu_check.py
 --wheels wheels/`` unpacks them into ``wheels/_site`` (once; no pip, no network, the machine's Python
 untouched) and puts that folder on the path of the check and of the processes it starts. Without them the
-sections that need them are recorded as skipped, naming the missing modules. Wheels are never committed
-(``wheels/`` is in .gitignore).
+sections that need them are recorded as skipped, naming the missing modules; the kernel, model, DDP and
+speed checks need none of them. Wheels are never committed (``wheels/`` is in .gitignore).
 """
 from __future__ import annotations
 
@@ -93,7 +94,14 @@ QUICK_BUDGET_S = {"correctness": 60, "throughput": 40, "feeding": 40}
 CPU_BUDGET_S = {"correctness": 600, "throughput": 300, "feeding": 300}
 THROUGHPUT_MODELS = ("regionvit_video_small", "regionvit_video_medium", "timesformer_base")
 FLOP_RATIO = 196.7 / 83.1  # timesformer_base / regionvit_video_medium GFLOPs at 8x224 (RegionViT paper, Table 7)
-DATA_MODULES = ("fvcore", "iopath", "yacs", "pytorchvideo", "av")
+# What a training run imports beyond torch, timm and einops (decord is optional: PyAV decodes without it).
+DATA_MODULES = ("fvcore", "iopath", "yacs", "pytorchvideo", "av", "matplotlib")
+
+
+def run_modules(device) -> tuple[str, ...]:
+    """What a training run on ``device`` imports beyond torch, timm, einops: on a CPU also psutil (the
+    memory column of the logs; on CUDA it is torch.cuda's peak)."""
+    return DATA_MODULES + (("psutil",) if device.type == "cpu" else ())
 # Largest error relative to the reference's largest magnitude, per dtype: outputs / gradients.
 TOLERANCE = {"fp32": (1e-4, 1e-3), "bf16": (3e-2, 6e-2), "fp16": (4e-3, 1e-2)}
 
@@ -223,11 +231,41 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _set_tf32(enabled: bool) -> None:
+    """TF32 on or off for CUDA float32 matmuls and convolutions. (Set here, not through
+    regionvit_video.engine.build, whose package needs the data packages: the kernel, model and speed
+    checks must run without them.)"""
+    import torch
+
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        matmul.fp32_precision = conv.fp32_precision = "tf32" if enabled else "ieee"
+    else:
+        matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+
+
 def _exact_fp32() -> None:
     """Full float32 matmuls for the comparisons against CPU float32 (a previous run may have enabled TF32)."""
-    from regionvit_video.engine.build import _set_tf32
-
     _set_tf32(False)
+
+
+def _default_backends(device) -> dict:
+    """The backend flags of a default training run (configure_backends), or, without the data packages that
+    importing the engine needs, the same flags set here."""
+    import torch
+
+    try:
+        from regionvit_video.config.defaults import get_cfg
+        from regionvit_video.engine.build import configure_backends
+    except ImportError as e:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        if device.type != "cuda":
+            return {"deterministic": False, "set_here": str(e)}
+        torch.backends.cudnn.benchmark = True
+        _set_tf32(True)
+        return {"deterministic": False, "tf32": True, "cudnn_benchmark": True, "set_here": str(e)}
+    return configure_backends(get_cfg(), device)
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -653,10 +691,10 @@ def run_correctness(sec: Section, device, args, workdir: Path) -> None:
     sec.run("ddp_world_size_1", lambda: check_ddp(device, workdir), est_s=3)
     for precision in (("bf16", "fp16") if cuda else ("bf16",)):
         sec.run(f"train_test/{precision}", lambda p=precision: check_train_test(device, workdir, p),
-                needs=DATA_MODULES, est_s=20)
+                needs=run_modules(device), est_s=20)
     for det in ((False, True) if cuda and not quick else (True,)):
         sec.run(f"resume_after_kill/{'deterministic' if det else 'default'}",
-                lambda d=det: check_resume(device, workdir, d), needs=DATA_MODULES, est_s=30)
+                lambda d=det: check_resume(device, workdir, d), needs=run_modules(device), est_s=30)
     with contextlib.suppress(Exception):
         import torch.distributed as dist
 
@@ -829,11 +867,8 @@ def max_training_batch(name: str, device, *, compiled: bool, ckpt: bool, frames:
 def run_throughput(sec: Section, device, args) -> None:
     """Speeds first (eager, checkpointing, compile, both), then the memory searches, so a tight budget
     loses the slowest measurements (compile's memory search) first."""
-    from regionvit_video.config.defaults import get_cfg
-    from regionvit_video.engine.build import configure_backends
-
     cuda = device.type == "cuda"
-    sec.entry["backends"] = configure_backends(get_cfg(), device)  # a default run's flags (TF32, benchmark)
+    sec.entry["backends"] = _default_backends(device)  # a default run's flags (TF32, benchmark)
     if cuda:
         models, frames, size = THROUGHPUT_MODELS, 8, 224
         inf_batch, train_batch = 32, 8
@@ -969,7 +1004,7 @@ def run_feeding(sec: Section, device, args, workdir: Path, report: Report) -> No
     small = table.get("regionvit_video_small", {}).get("eager", {}).get("training")
     model_rate = small["clips_per_s"] if isinstance(small, dict) and device.type == "cuda" else None
     sec.run("epoch_340x256_10s", lambda: check_feeding(device, workdir, args, model_rate),
-            needs=DATA_MODULES, est_s=30)
+            needs=run_modules(device), est_s=30)
 
 
 # ================================================================================================== #

@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # kernel paths are covered whichever CPU runs the suite (auto | always | never).
 AVX2_KERNELS ?= auto
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_loader.py
 	$(PY) benchmarks/bench_rand_augment.py
 
+# The GPU check (benchmarks/gpu_check.py): runs with the machine's own Python and torch, this checkout on
+# PYTHONPATH and no install (a GPU machine may have no internet). Its data sections need wheels carried
+# along: make gpu-check GPU_CHECK_ARGS="--wheels wheels/" (see the script's docstring).
+GPU_CHECK_ARGS ?=
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
 clean:
-	rm -rf $(VENV) output demo_output .pytest_cache
+	rm -rf $(VENV) output demo_output .pytest_cache gpu_check_output

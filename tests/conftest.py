@@ -1,12 +1,21 @@
-"""Shared fixtures. Tests run on CPU with tiny models and small generated videos."""
+"""Shared fixtures. Tests run on CPU with tiny models and small generated videos.
+
+This is the CPU suite, on any machine: GPUs are hidden (``CUDA_VISIBLE_DEVICES=""``) before anything can
+initialise CUDA, for this process and every process it starts. With GPUs visible, ``DEVICE auto`` (the
+default) would put the tests on CUDA, the 2-process tests would ask for ``cuda:1`` on a one-GPU machine,
+and the many tests that fork (DataLoader workers, 2-process gloo runs, killed runs) would fork a process
+that may have initialised CUDA. The GPU path is checked by ``benchmarks/gpu_check.py`` (``make gpu-check``).
+"""
 import importlib.util
 import os
 from pathlib import Path
 
-import pytest
-import torch
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
-import regionvit_video  # noqa: F401  (installs the pytorchvideo shim before any test imports it)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import regionvit_video  # noqa: E402,F401  (installs the pytorchvideo shim before any test imports it)
 
 SHARED_VIDEOS = os.path.join(os.path.dirname(__file__), "data")
 REPO = Path(__file__).resolve().parents[1]

@@ -209,6 +209,8 @@ def test_test_only_without_checkpoint_is_an_error(tmp_path):
 def test_shipped_configs_load_and_validate(path):
     cfg = load_config(path, check_paths=False)
     assert cfg.MODEL.ARCH
+    # GPU recipes train in bf16 (float32 on a CPU); the CPU demo stays float32. Fast backends by default.
+    assert cfg.TRAIN.MIXED_PRECISION == ("none" if "demo" in path else "bf16") and cfg.TRAIN.DETERMINISTIC is False
     if "regionvit" in os.path.basename(path) and "demo" not in path:
         # The paper's recipe.
         assert (cfg.SOLVER.OPTIMIZING_METHOD, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY) == ("adamw", 2e-4, 1e-4)

@@ -163,3 +163,112 @@ def test_wrong_token_count_is_a_clear_error():
     attn = _attn(4)
     with pytest.raises(ValueError, match="1 \\+ ws\\^2"):
         attn(torch.randn(2, 10, 64), rel_pos=True)
+
+
+# -------------------------------------------------------------------------------------------------- #
+# Fully masked rows (padding queries) and the chunked attention batch
+# -------------------------------------------------------------------------------------------------- #
+def test_open_fully_masked_rows_adds_key_zero_only_where_no_key_is_allowed():
+    official = window_mask((2, 3), 4, 3, 2)
+    opened = attention_module.open_fully_masked_rows(official)
+    has_key = official.any(-1)  # nW, N
+    assert (~has_key).any()  # the case exists: padding queries of the padded windows
+    assert opened.any(-1).all()
+    assert torch.equal(opened[has_key], official[has_key])
+    empty_rows = opened[~has_key]
+    assert empty_rows[:, 0].all() and not empty_rows[:, 1:].any()
+
+
+def _padded_case(ws=4, nh=2, nw=3, images=2, dim=64):
+    mask = window_mask((nh, nw), ws, 3, 2)
+    x = torch.randn(images * nh * nw, 1 + ws * ws, dim)
+    real = mask.any(-1).repeat(images, 1)  # B', N: queries with at least one key in the official mask
+    return x, mask, nh * nw, real
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_real_tokens_are_unchanged_by_opening_fully_masked_rows(fused, dtype, monkeypatch):
+    """Real queries: bit for bit what the official mask gives (both paths, fp32 and under bf16 autocast);
+    padding queries: finite."""
+    monkeypatch.setattr(attention_module, "CPU_SDPA_MIN_TOKENS", 0)
+    attn = _attn(4)
+    attn.fused_attn = fused
+    x, mask, nW, real = _padded_case()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    with torch.no_grad(), autocast:
+        new = attn(x, rel_pos=True, mask=mask, num_windows=nW)
+        with monkeypatch.context() as m:  # the behaviour before: fully masked rows given to the kernel
+            m.setattr(attention_module, "open_fully_masked_rows", lambda mask: mask)
+            old = attn(x, rel_pos=True, mask=mask, num_windows=nW)
+    assert new.dtype == dtype and torch.isfinite(new).all()
+    assert torch.equal(new[real], old[real])
+
+
+def _strict_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, scale=None, **kwargs):
+    """SDPA as fused kernels treat masked keys: an additive ``finfo.min`` entry is -inf, so a row with every
+    key masked has no finite score and its softmax is NaN (what pytorch#110213 saw on CUDA)."""
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if attn_mask is not None:
+        scores = scores + attn_mask.masked_fill(attn_mask == torch.finfo(attn_mask.dtype).min, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def test_a_kernel_that_gives_nan_on_fully_masked_rows_no_longer_poisons_the_model(monkeypatch):
+    """With such a kernel the padding queries' NaN reached the logits (0 x NaN in the next block's attention);
+    with the rows opened, the logits are finite and equal the normal ones."""
+    from regionvit_video.models import create_model
+
+    monkeypatch.setattr(attention_module, "CPU_SDPA_MIN_TOKENS", 0)
+    model = create_model("regionvit_video_pico", num_classes=3, num_frames=2, depths=(2, 2, 2, 2)).eval()
+    x = torch.randn(1, 3, 2, 60, 76)  # local maps padded in every stage
+    with torch.no_grad():
+        expected = model(x)
+        monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", _strict_sdpa)
+        fixed = model(x)
+        monkeypatch.setattr(attention_module, "open_fully_masked_rows", lambda mask: mask)
+        before = model(x)
+    assert torch.isnan(before).all()
+    torch.testing.assert_close(fixed, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("masked", [True, False])
+def test_chunked_attention_batch_equals_the_whole_batch(fused, masked, monkeypatch):
+    """The attention core in chunks of ATTENTION_BATCH_CHUNK sequences (whole images with a mask): same
+    outputs and gradients as one call over the batch."""
+    monkeypatch.setattr(attention_module, "CPU_SDPA_MIN_TOKENS", 0)
+    attn = _attn(4)
+    attn.fused_attn = fused
+    x, mask, nW, _ = _padded_case(images=3)  # 18 windows of 17 tokens
+    kwargs = dict(rel_pos=True, mask=mask, num_windows=nW) if masked else {}
+    calls = []
+    real_sdpa = attention_module.F.scaled_dot_product_attention
+    real_einsum = attention_module.torch.einsum
+
+    def count(fn):
+        def wrapped(*args, **kw):
+            calls.append(1)
+            return fn(*args, **kw)
+        return wrapped
+
+    results = []
+    for chunk in (10**9, 5):
+        monkeypatch.setattr(attention_module, "ATTENTION_BATCH_CHUNK", chunk)
+        monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", count(real_sdpa))
+        monkeypatch.setattr(attention_module.torch, "einsum", count(real_einsum))
+        calls.clear()
+        attn.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        out = attn(xi, **kwargs)
+        out.square().sum().backward()
+        grads = {n: p.grad.clone() for n, p in attn.named_parameters() if p.grad is not None}
+        results.append((out.detach(), xi.grad, grads, len(calls)))
+    whole, chunked = results
+    per_call = 1 if fused else 2
+    assert whole[3] == per_call
+    assert chunked[3] == per_call * (3 if masked else 4)  # masked: whole images of 6 windows; else ceil(18 / 5)
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(chunked[1], whole[1], rtol=1e-6, atol=1e-6)
+    for name, grad in whole[2].items():
+        torch.testing.assert_close(chunked[2][name], grad, rtol=1e-6, atol=1e-6, msg=lambda m: f"{name}: {m}")

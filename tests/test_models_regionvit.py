@@ -340,6 +340,46 @@ def test_autocast_bf16_close_to_fp32(check_cpu_autocast):
     check_cpu_autocast(model, torch.randn(1, 3, 88, 60))  # padded: the mask path runs in bf16
 
 
+@pytest.mark.parametrize("name", ["regionvit_pico", "regionvit_video_pico"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_residual_stream_is_float32_in_every_stage_under_autocast(name, dtype):
+    """Under autocast the stride-2 convs between stages return low precision; every block (stages 1-4)
+    still receives, and adds its residuals to, a float32 stream, and every stage returns float32 maps."""
+    from regionvit_video.models.regionvit import R2LBlock, RegionViTStage
+
+    model = create_model(name, num_classes=4, **({"num_frames": 2} if "video" in name else {})).eval()
+    seen = []
+    for n, m in model.named_modules():
+        if isinstance(m, R2LBlock):
+            m.register_forward_pre_hook(lambda m, args, n=n: seen.append((n, args[0].dtype)))
+            m.register_forward_hook(lambda m, args, out, n=n: seen.append((f"{n} out", out.dtype)))
+        elif isinstance(m, RegionViTStage):
+            m.register_forward_hook(lambda m, args, out, n=n: seen.extend((f"{n} out", o.dtype) for o in out))
+    x = torch.randn(1, 3, 2, 60, 76) if "video" in name else torch.randn(1, 3, 60, 76)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        out = model(x)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert len(seen) == 2 * 5 + 2 * 4 and {d for _, d in seen} == {torch.float32}, seen
+
+
+def test_layer_norm_2d_statistics_in_float32_for_half_inputs():
+    """A channel variance over 65,504 overflows float16: the statistics are taken in float32 and the result
+    returned in the input dtype, equal to the float32 norm rounded once."""
+    norm = LayerNorm2d(8)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    x = torch.randn(2, 8, 3, 5) * 400
+    ref = norm(x)
+    for dtype in (torch.float16, torch.bfloat16):
+        out = norm(x.to(dtype))
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        torch.testing.assert_close(out.float(), ref, rtol=0.02, atol=0.02)
+        with torch.autocast("cpu", dtype=dtype):
+            torch.testing.assert_close(norm(x.to(dtype)).float(), ref, rtol=0.02, atol=0.02)
+    # the float32 path traces only mean / var / sqrt / elementwise ops: fvcore counts nothing for it
+    assert count_flops(norm, x) == 0
+
+
 def test_bad_config_raises():
     with pytest.raises(ValueError, match="embed_dim"):
         RegionViT(embed_dim=(32, 32, 64), depths=(1, 1, 1, 1))

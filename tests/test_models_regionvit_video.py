@@ -138,6 +138,33 @@ def test_autocast(dtype, check_cpu_autocast):
     check_cpu_autocast(model, torch.randn(1, 3, 2, 60, 76), dtype)
 
 
+def test_temporal_attention_in_chunks_equals_one_batch(monkeypatch):
+    """The temporal attention's batch (B x windows x (1 + ws^2) sequences) split in chunks of 31, the window
+    attention in whole images: logits and every gradient as with one call (what keeps a CUDA kernel's
+    batch under its 65,535 grid limit for large batches)."""
+    import regionvit_video.layers.attention as attention_module
+    from regionvit_video.models.regionvit_video import DividedR2LBlock
+
+    model = create_model("regionvit_video_pico", num_classes=3, num_frames=4, temporal_fc_init="trunc_normal",
+                         time_embed_init="trunc_normal")
+    batches = []
+    for m in model.modules():
+        if isinstance(m, DividedR2LBlock):
+            m.temporal_attn.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    x = torch.randn(1, 3, 4, 60, 76)
+    results = []
+    for chunk in (10**9, 31):
+        monkeypatch.setattr(attention_module, "ATTENTION_BATCH_CHUNK", chunk)
+        model.zero_grad()
+        out = model(x)
+        out.square().sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert min(batches) > 31  # every temporal attention was chunked
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
 def test_constructor_checks():
     with pytest.raises(ValueError, match="block_layer"):
         RegionViTVideo(block_layer=torch.nn.Identity)

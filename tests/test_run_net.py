@@ -36,7 +36,7 @@ def _argv(data: dict, out: Path, *extra: str) -> list[str]:
             "DATA.TRAIN_CROP_SIZE", "32", "DATA.TEST_SCALE", "32", "DATA.TEST_CROP_SIZE", "32",
             "TRAIN.BATCH_SIZE", "2", "TEST.BATCH_SIZE", "2", "DATA_LOADER.NUM_WORKERS", "0",
             "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "1", "TEST.SPLIT", "test5", "TEST.NUM_SPATIAL_CROPS", "3",
-            "OUTPUT_DIR", str(out), *extra]
+            "DEVICE", "cpu", "OUTPUT_DIR", str(out), *extra]
     return ["--cfg", str(REPO / "configs" / "demo.yaml"), *opts]
 
 

@@ -45,8 +45,14 @@ _C.TRAIN.AUTO_RESUME = True
 # Start from this toolkit checkpoint's weights (fine-tuning; optimizer state not restored).
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # Autocast on CUDA: "none", "bf16" or "fp16" (fp16 uses a GradScaler). Also the precision of every
-# inference pass: validation, test, features and prediction (engine/build.py: inference_autocast).
+# inference pass: validation, test, features and prediction (engine/build.py: inference_autocast). The GPU
+# recipes in configs/ set bf16; on CPU every value runs in float32 (a warning says so).
 _C.TRAIN.MIXED_PRECISION = "none"
+# False: on CUDA, TF32 matmuls/convolutions and cudnn.benchmark (fast; a resumed run then matches an
+# uninterrupted one to rounding, not bit for bit). True: torch.use_deterministic_algorithms(True,
+# warn_only=True), cudnn.deterministic, no TF32, CUBLAS_WORKSPACE_CONFIG=:4096:8 (slower; on CUDA a
+# resumed run is then bitwise equal). See engine/build.py configure_backends.
+_C.TRAIN.DETERMINISTIC = False
 # Accumulate gradients over this many iterations before an optimizer step.
 _C.TRAIN.GRAD_ACCUM_STEPS = 1
 # Stop the run when more than this fraction of an epoch's samples failed to decode.

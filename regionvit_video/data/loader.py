@@ -57,6 +57,7 @@ from regionvit_video.data.datasets import (DATASETS, Split, VideoDataset, VideoF
 from regionvit_video.data.decoder import hard_bound_timeout
 from regionvit_video.data.sliding_window import SlidingWindowClips
 from regionvit_video.data.transforms import BatchNormalize, TrainTransform
+from regionvit_video.utils.device import device_type
 from regionvit_video.utils.malloc import retain_freed_memory
 
 logger = logging.getLogger(__name__)
@@ -308,7 +309,8 @@ def build_loader(cfg, split: Split, *, bad_videos_path: str | None = None, distr
     workers = int(cfg.DATA_LOADER.NUM_WORKERS)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        pin_memory=bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
+        # pinned only for a CUDA run: DEVICE cpu on a GPU machine must not touch CUDA
+        pin_memory=bool(cfg.DATA_LOADER.PIN_MEMORY) and device_type(cfg.DEVICE) == "cuda",
         collate_fn=collate_videos, drop_last=train,
         worker_init_fn=loading_worker_init(cfg, workers),
         # Training workers persist across epochs (no restart cost per epoch): the epoch reaches

@@ -19,6 +19,7 @@ is what the reference code's crops amount to.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -34,10 +35,19 @@ from .rand_augment import VideoRandAugment
 SPATIAL_CROPS: tuple[int, ...] = (1, 3)  # TEST.NUM_SPATIAL_CROPS: centre, or start / centre / end
 
 
+@functools.lru_cache(maxsize=32)
+def _scaled_mean_std(mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean * 255`` and ``std * 255`` as (C, 1, 1, 1) tensors on ``device``, made once per (values, dtype,
+    device): on CUDA a new tensor would be a host-to-device copy, and a synchronisation, every batch."""
+    m = torch.as_tensor(mean, dtype=dtype, device=device).view(-1, 1, 1, 1) * 255.0
+    s = torch.as_tensor(std, dtype=dtype, device=device).view(-1, 1, 1, 1) * 255.0
+    return m, s
+
+
 def _normalize_uint8_scale_(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """In place on float (..., C, T, H, W) holding 0-255 values: ``(x / 255 - mean) / std`` per channel."""
-    m = torch.as_tensor(mean, dtype=video.dtype, device=video.device).view(-1, 1, 1, 1) * 255.0
-    s = torch.as_tensor(std, dtype=video.dtype, device=video.device).view(-1, 1, 1, 1) * 255.0
+    m, s = _scaled_mean_std(tuple(mean), tuple(std), video.dtype, video.device)
     return video.sub_(m).div_(s)
 
 

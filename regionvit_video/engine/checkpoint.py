@@ -16,7 +16,7 @@ A checkpoint holds only tensors, plain containers and plain values, so it loads 
 
 - ``model_state``: the model's state_dict without any DDP ``module.`` prefix;
 - ``optimizer_state``, ``scheduler_state``, ``scaler_state`` (or None), ``ema_state`` (or None);
-- ``rng_states``: one dict per rank (python, numpy, torch, cuda);
+- ``rng_states``: one dict per rank (python, numpy, torch, and the rank's current CUDA device or None);
 - ``epoch`` (1-based epoch the state belongs to), ``iteration`` (iterations of it done),
   ``epoch_complete``, ``global_step`` (optimizer updates so far), ``iters_per_epoch``;
 - ``cfg``: the run's config as a YAML string; ``meters``: per-rank running sums of a partial epoch.
@@ -105,9 +105,18 @@ def strip_prefix(state: dict[str, Any], prefix: str = "module.") -> dict[str, An
 # RNG states as tensors and plain values (numpy arrays are not allowed by weights_only loading)
 # ------------------------------------------------------------------------------------------------ #
 def get_rng_state() -> dict[str, Any]:
-    """This process's python, numpy, torch and CUDA generator states, weights_only-loadable."""
+    """This process's python, numpy, torch and CUDA generator states, weights_only-loadable.
+
+    ``"cuda"`` is the generator state of this process's current CUDA device only (one process per GPU:
+    the only CUDA generator it draws from), or None when CUDA is not in use in this process (not
+    available, or not initialised: its generators are then still as seeded, and reading them would
+    initialise CUDA, which a process that forks DataLoader workers later should not do needlessly).
+    """
     np_state = np.random.get_state()
-    state = {
+    cuda = None
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        cuda = torch.cuda.get_rng_state(torch.cuda.current_device())
+    return {
         "python": random.getstate(),
         "numpy": {
             "name": np_state[0],
@@ -117,25 +126,40 @@ def get_rng_state() -> dict[str, Any]:
             "cached_gaussian": float(np_state[4]),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": cuda,
     }
-    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`get_rng_state` returned."""
+    """Restore what :func:`get_rng_state` returned; the CUDA state goes to the current device.
+
+    Checkpoints written before the CUDA state became one device's hold a list with every visible device's
+    state: the entry of the current device index is restored (the device this rank used), or the only
+    entry when the list has one (one GPU visible per process).
+    """
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        if len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is None or (isinstance(cuda, (list, tuple)) and not cuda):
+        return
+    if not torch.cuda.is_available():
+        logger.warning("checkpoint has a CUDA RNG state but CUDA is not available: CUDA RNG not restored")
+        return
+    device = torch.cuda.current_device()
+    if isinstance(cuda, (list, tuple)):  # the old format: every visible device's state
+        if len(cuda) == 1:
+            cuda = cuda[0]
+        elif device < len(cuda):
+            cuda = cuda[device]
         else:
-            logger.warning("checkpoint has CUDA RNG states for %d devices, this machine has %d; "
-                           "CUDA RNG not restored", len(state["cuda"]), torch.cuda.device_count())
+            logger.warning("checkpoint has CUDA RNG states for %d devices and none for the current device %d: "
+                           "CUDA RNG not restored", len(cuda), device)
+            return
+    torch.cuda.set_rng_state(cuda, device)
 
 
 # ------------------------------------------------------------------------------------------------ #

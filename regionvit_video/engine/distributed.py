@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from regionvit_video.utils.device import device_type
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,11 +43,16 @@ class DistInfo:
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``"auto"``: CUDA (this process's LOCAL_RANK GPU) when available, else CPU."""
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+    """``"auto"``: CUDA (this process's LOCAL_RANK GPU) when available, else CPU. Selects that GPU."""
+    if device_type(device) == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise RuntimeError("DEVICE is 'cuda' but torch.cuda.is_available() is False")
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise RuntimeError(
+            f"LOCAL_RANK {local_rank} needs GPU {local_rank} but {count} GPU(s) are visible: start at most one "
+            f"process per GPU (torchrun --nproc_per_node {count}), or set DEVICE cpu for a CPU run")
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
 

@@ -36,6 +36,29 @@ def rel_pos_index(window_size: int) -> torch.Tensor:
 # even (figures: benchmarks/README.md, "Attention kernels on CPU").
 CPU_SDPA_MIN_TOKENS = 16
 
+# The attention core runs on at most this many sequences at a time (with a window mask: the largest multiple of
+# the window count not above it). CUDA's fused SDPA kernels put the batch on a grid axis limited to 65,535
+# blocks, and the temporal attention's batch is B x windows x (1 + ws^2), 3,200 per 8x224 clip for RegionViT-S/M:
+# one kernel call would fail from about 21 clips (TEST.BATCH_SIZE 7 with 3 crops). Chunks of 2^15 keep
+# each kernel call far below the limit and the per-call work large.
+ATTENTION_BATCH_CHUNK = 32768
+
+
+def open_fully_masked_rows(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` (..., N, N) bool (True = may attend) with key 0 allowed on every row that allows no key.
+
+    Such rows are the queries of padding tokens (their outputs are cropped). A softmax over keys that are all
+    masked is undefined: the explicit path's ``finfo.min`` fill gives a uniform row, but CUDA's fused SDPA
+    kernels have returned NaN there (pytorch/pytorch#110213), and the attention of a real token to a masked key
+    (weight 0) then multiplies 0 by NaN. A padding query that no real query attends to can take any finite
+    value; key 0 (the window's regional token, always valid) is one. Rows that allow a key are unchanged, so
+    real tokens get exactly the official outputs. No host synchronisation.
+    """
+    no_key = ~mask.any(dim=-1)  # ..., N
+    mask = mask.clone()
+    mask[..., 0] |= no_key
+    return mask
+
 
 class RelPosAttention(nn.Module):
     """Multi-head self-attention, optionally with RegionViT's relative position bias and window mask.
@@ -108,41 +131,61 @@ class RelPosAttention(nn.Module):
             rel_pos: add the relative position bias (local attention over [regional, ws^2 local] tokens).
             mask: (nW, N, N) bool, True = may attend; windows are the fastest-varying part of B'
                 (B' = batch * nW). Masked scores are replaced by ``finfo(dtype).min`` after the bias is
-                added, as in the official code (fully masked rows become uniform, never NaN).
+                added, as in the official code. A row that allows no key (a padding query) gets key 0
+                (:func:`open_fully_masked_rows`), so no kernel sees a fully masked row.
             num_windows: nW, required with ``mask``.
 
         Returns:
-            (B', N, C).
+            (B', N, C). The attention runs on chunks of at most :data:`ATTENTION_BATCH_CHUNK` sequences.
         """
         Bp, N, C = x.shape
         qkv = self.qkv(x).view(Bp, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # B', heads, N, head_dim
 
-        if mask is not None and (num_windows is None or Bp % num_windows):
-            raise ValueError(f"mask needs num_windows dividing the batch {Bp}, got {num_windows}")
+        step = ATTENTION_BATCH_CHUNK
+        if mask is not None:
+            if num_windows is None or Bp % num_windows:
+                raise ValueError(f"mask needs num_windows dividing the batch {Bp}, got {num_windows}")
+            mask = open_fully_masked_rows(mask)
+            step = max(1, step // num_windows) * num_windows  # whole images per chunk: the mask repeats per image
+        bias = self._bias(N, q.dtype) if rel_pos else None  # heads, N, N
         if self.fused_attn and (q.device.type != "cpu" or N > CPU_SDPA_MIN_TOKENS):
             # SDPA takes its CPU flash kernel only for a 4-D mask (a 3-D one falls back to the math path,
             # about 2.5x slower on the local windows); on CUDA a 4-D mask works with every backend.
-            attn_mask = self._bias(N, q.dtype).unsqueeze(0) if rel_pos else None  # 1, heads, N, N
+            attend, window_bias = self._sdpa, None
             if mask is not None:
-                if attn_mask is None:
-                    attn_mask = torch.zeros(1, self.num_heads, N, N, dtype=q.dtype, device=q.device)
-                # nW, heads, N, N -> B', heads, N, N (windows fastest in B')
-                attn_mask = attn_mask.masked_fill(~mask[:, None], torch.finfo(q.dtype).min)
-                attn_mask = attn_mask.expand(Bp // num_windows, -1, -1, -1, -1).reshape(Bp, self.num_heads, N, N)
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
-            )
+                base = bias if bias is not None else torch.zeros(self.num_heads, N, N, dtype=q.dtype, device=q.device)
+                window_bias = base.masked_fill(~mask[:, None], torch.finfo(q.dtype).min)  # nW, heads, N, N
         else:
-            # The explicit softmax path (the official computation); on CPU also the fast one for short
-            # sequences (the temporal attention over T frames), where SDPA's flash kernel is 2-4x slower.
-            attn = torch.einsum("bhnd,bhmd->bhnm", q, k) * self.scale  # B', heads, N, N
-            if rel_pos:
-                attn = attn + self._bias(N, attn.dtype)
-            if mask is not None:
-                attn = attn.view(Bp // num_windows, num_windows, self.num_heads, N, N)
-                attn = attn.masked_fill(~mask[:, None], torch.finfo(attn.dtype).min).view(Bp, self.num_heads, N, N)
-            out = torch.einsum("bhnm,bhmd->bhnd", self.attn_drop(attn.softmax(dim=-1)), v)
+            attend, window_bias = self._explicit, None
+        outs = [attend(q[i:i + step], k[i:i + step], v[i:i + step], bias, mask, window_bias, num_windows)
+                for i in range(0, Bp, step)]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)  # B', heads, N, head_dim
 
         out = out.transpose(1, 2).reshape(Bp, N, C)  # B', heads, N, head_dim -> B', N, C
         return self.proj_drop(self.proj(out))
+
+    def _sdpa(self, q, k, v, bias, mask, window_bias, num_windows) -> torch.Tensor:
+        """``F.scaled_dot_product_attention`` on (b, heads, N, head_dim); ``window_bias`` (nW, heads, N, N) is
+        the bias with masked entries at ``finfo.min``, repeated here for the b / nW images of the chunk."""
+        b, heads, N, _ = q.shape
+        if window_bias is not None:
+            # nW, heads, N, N -> b, heads, N, N (windows fastest in b)
+            attn_mask = window_bias.expand(b // num_windows, -1, -1, -1, -1).reshape(b, heads, N, N)
+        else:
+            attn_mask = bias.unsqueeze(0) if bias is not None else None  # 1, heads, N, N
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
+        )
+
+    def _explicit(self, q, k, v, bias, mask, window_bias, num_windows) -> torch.Tensor:
+        """The explicit softmax path (the official computation); on CPU also the fast one for short
+        sequences (the temporal attention over T frames), where SDPA's flash kernel is 2-4x slower."""
+        b, heads, N, _ = q.shape
+        attn = torch.einsum("bhnd,bhmd->bhnm", q, k) * self.scale  # b, heads, N, N
+        if bias is not None:
+            attn = attn + bias.to(attn.dtype)
+        if mask is not None:
+            attn = attn.view(b // num_windows, num_windows, heads, N, N)
+            attn = attn.masked_fill(~mask[:, None], torch.finfo(attn.dtype).min).view(b, heads, N, N)
+        return torch.einsum("bhnm,bhmd->bhnd", self.attn_drop(attn.softmax(dim=-1)), v)

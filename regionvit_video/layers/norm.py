@@ -16,6 +16,10 @@ class LayerNorm2d(nn.Module):
     instead of 1e-8. Written out with mean/var rather than ``F.layer_norm`` so that fvcore
     counts no FLOPs for it, as it does not for the official module (the published FLOP numbers).
 
+    A float16 / bfloat16 input (autocast, or a half model) is normalised in float32 and returned in its
+    own dtype: a channel variance above 65,504 overflows in float16, and torch.autocast runs ``mean`` /
+    ``var`` in the input's dtype. A float32 input takes exactly the ops above (nothing more is traced).
+
     Args:
         channels: number of channels C.
         eps: added to the variance.
@@ -34,6 +38,11 @@ class LayerNorm2d(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return self._normalize(x.float()).to(x.dtype)
+        return self._normalize(x)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(1, keepdim=True)
         std = torch.sqrt(x.var(1, unbiased=False, keepdim=True) + self._eps)
         return (x - mean) / std * self.weight + self.bias

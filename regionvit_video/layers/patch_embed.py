@@ -14,6 +14,14 @@ import torch.nn.functional as F
 from regionvit_video.layers.norm import LayerNorm2d
 
 
+def keep_dtype(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` in ``like``'s dtype. The tokenizers and the downsampling between stages end in convolutions,
+    which torch.autocast runs in bfloat16 / float16; casting their outputs back to the input's dtype keeps
+    the token streams, and so every residual sum of the blocks, in float32 under autocast (as timm's ViTs
+    do), while a model run in half precision throughout stays in half precision."""
+    return x if x.dtype == like.dtype else x.to(like.dtype)
+
+
 class LocalTokenizer(nn.Module):
     """Image (B, 3, H, W) -> local tokens (B, C, H', W') at stride 4. Never pads the image.
 
@@ -45,7 +53,7 @@ class LocalTokenizer(nn.Module):
         self.conv_type = conv_type
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+        return keep_dtype(self.proj(x), x)  # B, C, H', W' in x's dtype
 
 
 class RegionalTokenizer(nn.Module):
@@ -73,4 +81,4 @@ class RegionalTokenizer(nn.Module):
         if H % P or W % P:
             pad_w, pad_h = P - W % P, P - H % P  # full extra patch on a divisible side (official quirk)
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-        return self.proj(x)
+        return keep_dtype(self.proj(x), x)  # B, C, Hr, Wr in x's dtype

@@ -43,6 +43,8 @@ def window_mask(grid: tuple[int, int], ws: int, pad_b: int, pad_r: int, device=N
     windows of the last row get BOTTOM (both in a real row), and the bottom-right window gets
     RIGHT *or* BOTTOM: a union where the intersection would be correct. That is the official code's bug,
     kept so that official weights give official outputs. Index 0 (the regional token) is always valid.
+    The rows of padding queries allow no key at all; :class:`~regionvit_video.layers.attention.RelPosAttention`
+    opens key 0 for them (``open_fully_masked_rows``) before any kernel sees the mask.
     """
     nh, nw = grid
     pos = torch.arange(ws * ws, device=device)

@@ -28,6 +28,7 @@ from regionvit_video.layers import (
     RelPosAttention,
     WindowLayout,
     from_windows,
+    keep_dtype,
     to_windows,
 )
 from regionvit_video.models.base import (ClassifierMixin, check_temporal_init, init_weights, make_pretrained_cfg,
@@ -96,6 +97,10 @@ class Projection(nn.Module):
     ``'c'`` with in == out (stage 1): identity. ``'sc'``: LayerNorm2d -> GELU -> 3x3/s2 grouped conv with
     channel multiplier out/in (groups = in). ``proj_cls`` is the same module as ``proj`` (the official
     code shares it), so the state_dict holds both key names for the same tensors.
+
+    Both outputs keep their input's dtype (:func:`~regionvit_video.layers.patch_embed.keep_dtype`): under
+    torch.autocast the conv returns bfloat16 / float16, and the residual stream of stages 2-4 (``x +
+    DropPath(...)`` in every block) would run in low precision from there on.
     """
 
     def __init__(self, in_dim: int, out_dim: int, *, mode: Literal["c", "sc"]) -> None:
@@ -115,7 +120,8 @@ class Projection(nn.Module):
         self.proj_cls = self.proj
 
     def forward(self, regional: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.proj_cls(regional), self.proj(local)
+        # B, C_in, Hr, Wr / B, C_in, H, W -> B, C_out, Hr', Wr' / B, C_out, H', W' (same dtypes as the inputs)
+        return keep_dtype(self.proj_cls(regional), regional), keep_dtype(self.proj(local), local)
 
 
 class RegionViTStage(nn.Module):

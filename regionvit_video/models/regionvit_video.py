@@ -9,7 +9,9 @@ official code exists):
   regional and local tokens with one set of weights: ``x + DropPath(temporal_fc(temporal_attn(
   temporal_norm(x))))``, ``temporal_fc`` zero-initialised so the model starts as the image model
   (TimeSformer's rule). It runs on the window layout, (B*T*nW, 1+ws^2, C) -> (B*nW*(1+ws^2), T, C);
-  padded positions form their own sequences and never mix with real ones.
+  padded positions form their own sequences and never mix with real ones. That batch is large
+  (3,200 sequences per 8x224 clip for RegionViT-S/M); the attention runs it in chunks of
+  ``regionvit_video.layers.attention.ATTENTION_BATCH_CHUNK`` sequences (CUDA's grid limit).
 - Spatial R2L attention, downsampling, PEG and FFN run per frame with the image model's weights and keys.
 - Head: LayerNorm on every regional token of every frame, mean over space and time, Linear.
 

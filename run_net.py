@@ -20,6 +20,10 @@ PREDICT.ENABLE True they are off unless set explicitly (in the YAML chain or on 
 only extract features / predict (add ``TEST.ENABLE True`` to also test); the log says so.
 ``KEY VALUE`` pairs after the flags (or after ``--opts``) override the config; the config is
 validated before any work starts and written to OUTPUT_DIR/config.yaml.
+
+Exit status: 0 done; 1 a run that failed with a clear error (in the log); 2 a config error;
+75 (EX_TEMPFAIL) preempted by SIGTERM/SIGUSR1/SIGUSR2 after writing a checkpoint: the same command
+resumes (``run_with_submitit.py`` requeues the job itself).
 """
 from __future__ import annotations
 
@@ -29,8 +33,9 @@ import sys
 import regionvit_video  # noqa: F401  (installs the pytorchvideo import shim first)
 from regionvit_video.config.load import ConfigError, config_from_args, parse_args
 from regionvit_video.data import DatasetFormatError, DecodeTimeout, build_eval_dataset
-from regionvit_video.engine import (NoCheckpointError, TooManyBadVideosError, TrainingDivergedError,
-                                    cleanup_distributed, init_distributed, multiview_test, setup_run, train)
+from regionvit_video.engine import (PREEMPTED_EXIT_CODE, CheckpointWriteError, NoCheckpointError, Preempted,
+                                    TooManyBadVideosError, TrainingDivergedError, cleanup_distributed, init_distributed,
+                                    multiview_test, setup_run, train)
 from regionvit_video.engine.checkpoint import CheckpointFormatError
 from regionvit_video.engine.features import extract_features
 from regionvit_video.engine.predict import predict
@@ -38,8 +43,8 @@ from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
 
 logger = logging.getLogger("regionvit_video.run_net")
 # Errors whose message says everything: no traceback.
-_CLEAN_ERRORS = (ConfigError, NoCheckpointError, TrainingDivergedError, TooManyBadVideosError, DatasetFormatError,
-                 CheckpointFormatError, UnsafeCheckpointError, CheckpointReadError, DecodeTimeout)
+_CLEAN_ERRORS = (ConfigError, NoCheckpointError, TrainingDivergedError, TooManyBadVideosError, CheckpointWriteError,
+                 DatasetFormatError, CheckpointFormatError, UnsafeCheckpointError, CheckpointReadError, DecodeTimeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             extract_features(cfg, dist_info)
         if cfg.PREDICT.ENABLE:
             predict(cfg, dist_info)
+    except Preempted as e:  # the checkpoint is written: the same command (or a requeued job) resumes
+        logger.warning("preempted: %s; exit status %d", e, PREEMPTED_EXIT_CODE)
+        return PREEMPTED_EXIT_CODE
     except _CLEAN_ERRORS as e:
         logger.error("%s: %s", type(e).__name__, e)
         return 1

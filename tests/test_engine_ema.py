@@ -6,8 +6,7 @@ In a fresh run this is erased by the first update (timm's ModelEmaV3 uses decay 
 resume from a checkpoint without EMA state (EMA switched on for the rest of a run) continues at a late
 step with decay ~1: every rank keeps its own freshly initialised weights in its EMA (rank 0's is saved,
 the others validate), none of them the resumed weights. Building the EMA after the DDP wrap and after the
-checkpoint load fixes both; that is part of the trainer split of issue 20, and until it is merged these
-tests are expected to fail.
+checkpoint load (trainer.build_ema) fixes both.
 """
 from __future__ import annotations
 
@@ -100,7 +99,6 @@ def _ema_of_each_rank(cfgs, tmp_path) -> list[dict[str, torch.Tensor]]:
     return [torch.load(tmp_path / f"ema_rank{r}.pt") for r in range(2)]
 
 
-@pytest.mark.xfail(strict=True, reason="fixed by the #20 merge")
 def test_every_rank_keeps_the_same_ema(dataset, tmp_path):
     """2 gloo processes: epoch 1 without EMA, then epoch 2 resumed with EMA on. Both ranks end with equal EMA
     weights, equal to the EMA saved in the checkpoint."""
@@ -115,14 +113,13 @@ def test_every_rank_keeps_the_same_ema(dataset, tmp_path):
 
 def test_a_fresh_runs_ema_is_the_same_on_every_rank(dataset, tmp_path):
     """From a random init (different on each rank until DDP's broadcast) the first update, at decay 0,
-    makes every rank's EMA the broadcast model: equal EMAs already before the #20 fix."""
+    makes every rank's EMA the broadcast model (equal EMAs even when the EMA was built before the DDP wrap)."""
     out = tmp_path / "run"
     ema0, ema1 = _ema_of_each_rank([ema_cfg(dataset, out)], tmp_path)
     for name, value in ema0.items():
         torch.testing.assert_close(ema1[name], value, rtol=0, atol=0, msg=lambda m: f"rank 1 {name}: {m}")
 
 
-@pytest.mark.xfail(strict=True, reason="fixed by the #20 merge")
 def test_resume_without_ema_state_starts_the_ema_from_the_resumed_weights(dataset, tmp_path):
     """Epoch 1 without EMA, then a resumed run with EMA on (decay 0.999999: it barely moves in 2 steps): the
     EMA starts from the checkpoint's weights, not from the freshly initialised model's."""

@@ -267,3 +267,56 @@ def test_feature_loaders_apply_retain_freed_memory(setup, tmp_path, monkeypatch,
     assert inits == [workers]
     # With a worker, the call happens in the worker, on its own copy of `calls`; without, here.
     assert calls == ([os.getpid()] if workers == 0 else [])
+
+
+def test_device_and_precision_are_recorded_and_a_change_reextracts(setup, tmp_path):
+    """extraction.json names the device and the precision the features were computed in; a folder made on
+    another device or at another precision is not resumed into (its features are replaced)."""
+    out = tmp_path / "out"
+    cfg = _cfg(setup["root"], out, inp=setup["videos"], ckpt=setup["ckpt"])
+    assert F.extract_features(cfg)["num_extracted"] == 4
+    manifest = out / "features" / "extraction.json"
+    settings = json.loads(manifest.read_text())
+    assert settings["device"] == "cpu" and settings["precision"] == "float32"
+    assert F.extract_features(cfg)["num_extracted"] == 0  # same settings: resumed, nothing to do
+    manifest.write_text(json.dumps({**settings, "device": "cuda", "precision": "bf16"}))  # as made on a GPU
+    assert F.extract_features(cfg)["num_extracted"] == 4
+    assert json.loads(manifest.read_text())["precision"] == "float32"
+
+
+def _wait_past_the_default_timeout(rank: int, port: int, result) -> None:
+    import datetime
+    import time
+
+    import torch.distributed as dist
+
+    from regionvit_video.engine import distributed as du
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=3))
+    try:
+        group = du.gloo_group(timeout=datetime.timedelta(hours=24))  # what extract_features agrees on
+        if rank == 0:
+            time.sleep(6)  # rank 0 writing the index of a large corpus, past the default group's timeout
+        du.barrier(group)
+        result.put((rank, "ok"))
+    except Exception as e:  # noqa: BLE001
+        result.put((rank, f"{type(e).__name__}: {e}"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_long_writes_on_rank_0_do_not_time_out_the_other_processes():
+    import multiprocessing as mp
+
+    from runs import free_port
+
+    ctx, port = mp.get_context("fork"), free_port()
+    result = ctx.Queue()
+    procs = [ctx.Process(target=_wait_past_the_default_timeout, args=(r, port, result)) for r in range(2)]
+    for p in procs:
+        p.start()
+    outcomes = dict(result.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    assert outcomes == {0: "ok", 1: "ok"}, outcomes

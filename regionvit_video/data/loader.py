@@ -59,6 +59,7 @@ from regionvit_video.data.sliding_window import SlidingWindowClips
 from regionvit_video.data.transforms import BatchNormalize, TrainTransform
 from regionvit_video.utils.device import device_type
 from regionvit_video.utils.malloc import retain_freed_memory
+from regionvit_video.utils.signals import ignore_preemption_signals
 
 logger = logging.getLogger(__name__)
 
@@ -269,8 +270,9 @@ class ResumableSampler(DistributedSampler):
 
 
 def worker_init_fn(worker_id: int, retain_memory: bool = False) -> None:
-    """Seed numpy and ``random`` in each worker from torch's per-worker seed; with ``retain_memory``,
-    keep the worker's freed memory for the next clips (:func:`~regionvit_video.utils.malloc.retain_freed_memory`).
+    """Seed numpy and ``random`` in each worker from torch's per-worker seed, ignore the preemption signals
+    (:mod:`regionvit_video.utils.signals`); with ``retain_memory``, keep the worker's freed memory for the
+    next clips (:func:`~regionvit_video.utils.malloc.retain_freed_memory`).
 
     Items reseed from ``(seed, epoch, index)`` themselves; this covers any other use of the
     global generators in a worker.
@@ -278,6 +280,7 @@ def worker_init_fn(worker_id: int, retain_memory: bool = False) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    ignore_preemption_signals()  # the main process saves and stops; Slurm signals every process of the job
     if retain_memory:
         retain_freed_memory()
 

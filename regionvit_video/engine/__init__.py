@@ -12,11 +12,12 @@ from regionvit_video.engine.checkpoint import (NoCheckpointError, checkpoint_nam
 from regionvit_video.engine.distributed import DistInfo, cleanup_distributed, init_distributed
 from regionvit_video.engine.meters import MultiViewAggregator, ensemble_views, topk_correct
 from regionvit_video.engine.tester import multiview_test
-from regionvit_video.engine.trainer import (TooManyBadVideosError, TrainingDivergedError, TrainResult, train,
-                                            validate)
+from regionvit_video.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
+from regionvit_video.engine.trainer import (CheckpointWriteError, TooManyBadVideosError, TrainingDivergedError,
+                                            TrainResult, train, validate)
 
 __all__ = [
-    "DistInfo", "MultiViewAggregator", "NoCheckpointError", "TooManyBadVideosError", "TrainResult",
+    "CheckpointWriteError", "DistInfo", "MultiViewAggregator", "NoCheckpointError", "PREEMPTED_EXIT_CODE", "Preempted", "TooManyBadVideosError", "TrainResult",
     "TrainingDivergedError", "build_model", "checkpoint_name", "cleanup_distributed", "ensemble_views",
     "inference_autocast", "init_distributed", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
     "load_inference_model", "multiview_test", "resolve_inference_weights", "save_checkpoint", "seed_everything",

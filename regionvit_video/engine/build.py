@@ -14,7 +14,7 @@ import torch.nn as nn
 from fvcore.common.config import CfgNode
 
 from regionvit_video.config.load import save_config
-from regionvit_video.engine.distributed import DistInfo
+from regionvit_video.engine.distributed import DistInfo, cluster_job_id
 from regionvit_video.engine.log import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def setup_run(cfg: CfgNode, dist_info: DistInfo | None = None) -> None:
     """What comes before any job of a run (``run_net.py`` calls it once): logging to the console and, on
-    rank 0, to ``OUTPUT_DIR/stdout.log``; the resolved config in ``OUTPUT_DIR/config.yaml``.
+    rank 0, to ``OUTPUT_DIR/stdout.log`` (with the cluster job id when there is one); the resolved config in
+    ``OUTPUT_DIR/config.yaml``; the backend flags (:func:`configure_backends`).
 
     The jobs (``train``, ``test``, ``extract_features``, ``predict``) log through it and do not set it up
     again; a script calling them directly calls this first. ``dist_info`` None: a single process.
@@ -32,9 +33,13 @@ def setup_run(cfg: CfgNode, dist_info: DistInfo | None = None) -> None:
     dist_info = dist_info or DistInfo()
     out = Path(cfg.OUTPUT_DIR)
     setup_logging(out if dist_info.is_main else None, rank=dist_info.rank)
+    job = cluster_job_id()
+    if job:
+        logger.info("cluster job %s", job)
     if dist_info.is_main:
         save_config(cfg, out)
         logger.info("config written to %s", out / "config.yaml")
+    configure_backends(cfg, dist_info.device)
 
 
 def build_model(cfg: CfgNode) -> nn.Module:
@@ -134,8 +139,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 def inference_autocast(cfg: CfgNode, device: torch.device) -> contextlib.AbstractContextManager:
     """The one precision rule of every forward pass: validation, test, features and prediction run at
     ``TRAIN.MIXED_PRECISION``, the precision the model trains at (autocast on CUDA; fp32 on CPU or
-    with "none")."""
+    with "none"); :func:`inference_precision` names it."""
     return autocast(device, cfg.TRAIN.MIXED_PRECISION)
+
+
+def inference_precision(cfg: CfgNode, device: torch.device) -> str:
+    """What :func:`inference_autocast` computes in on ``device``: "bf16", "fp16" or "float32"."""
+    return cfg.TRAIN.MIXED_PRECISION if device.type == "cuda" and cfg.TRAIN.MIXED_PRECISION != "none" else "float32"
 
 
 def amp_enabled(device: torch.device, precision: str) -> bool:

@@ -98,6 +98,15 @@ def init_distributed(
     return DistInfo(rank, world, local_rank, dev, backend)
 
 
+def cluster_job_id() -> str | None:
+    """The cluster job this process belongs to: Slurm's job id (``<array job>_<task>`` for array jobs), else
+    submitit's local job id, else None."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID") or None
+
+
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -119,9 +128,22 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def barrier() -> None:
+def barrier(group=None) -> None:
+    """Wait for every process (of ``group``; None: the default group)."""
     if is_dist():
-        dist.barrier()
+        dist.barrier(group=group)
+
+
+def gloo_group(timeout: datetime.timedelta | None = None):
+    """A gloo process group of all processes, for CPU-side agreements that must not go through NCCL: a flag
+    all-reduced every iteration (no GPU synchronisation), or a barrier that may wait longer than the default
+    group's timeout while rank 0 writes files. None in a single process. Collective: every process calls it.
+    """
+    if not is_dist():
+        return None
+    if dist.get_backend() == "gloo" and timeout is None:
+        return None  # the default group is one
+    return dist.new_group(backend="gloo", timeout=timeout)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -134,12 +156,12 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def all_gather_object(obj: Any) -> list[Any]:
+def all_gather_object(obj: Any, group=None) -> list[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` (pickled; for small per-process results)."""
     if not is_dist():
         return [obj]
     out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=group)
     return out
 
 

@@ -51,6 +51,7 @@ Under torchrun every process takes every ``world_size``-th pending video; rank 0
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import io
 import json
@@ -73,7 +74,7 @@ from regionvit_video.data import build_eval_dataset, build_window_dataset, list_
 from regionvit_video.data.datasets import VideoFile
 from regionvit_video.data.loader import collate_videos, loading_worker_init, raise_hung_decode
 from regionvit_video.engine import distributed as du
-from regionvit_video.engine.build import inference_autocast
+from regionvit_video.engine.build import inference_autocast, inference_precision
 from regionvit_video.engine.checkpoint import load_inference_model
 from regionvit_video.engine.distributed import DistInfo, resolve_device
 from regionvit_video.utils.io import atomic_write
@@ -135,10 +136,12 @@ def clip_features(model: nn.Module, clips: torch.Tensor, *, stage_features: bool
 # ---------------------------------------------------------------------------------------------- #
 # The run
 # ---------------------------------------------------------------------------------------------- #
-def _settings(cfg, checkpoint_sha: str) -> dict[str, Any]:
+def _settings(cfg, checkpoint_sha: str, device: torch.device) -> dict[str, Any]:
     f, d = cfg.FEATURES, cfg.DATA
     s = {"mode": f.MODE, "keep_views": bool(f.KEEP_VIEWS), "stage_features": bool(f.STAGE_FEATURES),
          "dtype": f.DTYPE, "arch": cfg.MODEL.ARCH, "checkpoint_sha256": checkpoint_sha,
+         # a folder resumed on another device or precision would mix features computed differently
+         "device": device.type, "precision": inference_precision(cfg, device),
          "num_frames": d.NUM_FRAMES, "test_scale": d.TEST_SCALE, "test_crop_size": d.TEST_CROP_SIZE,
          "mean": list(d.MEAN), "std": list(d.STD), "spatial_crops": cfg.TEST.NUM_SPATIAL_CROPS}
     if f.MODE == "video":
@@ -348,10 +351,13 @@ def extract_features(cfg: CfgNode, dist_info: DistInfo | None = None) -> dict[st
     model, weights = load_inference_model(cfg, di, allow_pretrained=True, job="extract features with")
     sha = sha256_file(weights.path)
     features_dir = Path(cfg.OUTPUT_DIR) / FEATURES_SUBDIR
+    # Agreements on a gloo group with a long timeout: under NCCL the other processes would otherwise wait in
+    # a collective with NCCL's timeout while rank 0 prepares the folder or writes the index of a large corpus.
+    group = du.gloo_group(timeout=datetime.timedelta(hours=24))
     if di.is_main:
         features_dir.mkdir(parents=True, exist_ok=True)
-        _prepare_dir(features_dir, _settings(cfg, sha))
-    du.barrier()
+        _prepare_dir(features_dir, _settings(cfg, sha, di.device))
+    du.barrier(group)
 
     complete = [feature_file(features_dir, x.rel).is_file() for x in inputs]
     pending = [i for i, done in enumerate(complete) if not done][di.rank::di.world_size]
@@ -371,10 +377,10 @@ def extract_features(cfg: CfgNode, dist_info: DistInfo | None = None) -> dict[st
         raise
     bar.close()
 
-    all_failures = [x for part in du.all_gather_object(run.failures) for x in part]
+    all_failures = [x for part in du.all_gather_object(run.failures, group) for x in part]
     if di.is_main:
         _write_index(cfg, features_dir, inputs, views, sha, all_failures)
-    du.barrier()
+    du.barrier(group)
     seconds = time.perf_counter() - t0
     rate = run.done / seconds if seconds > 0 else math.nan
     if di.is_main:

@@ -100,9 +100,11 @@ def _round(v: Any) -> Any:
 class StatsLogger:
     """Writes ``json_stats`` lines (log and ``json_stats.log``) and TensorBoard scalars on rank 0."""
 
-    def __init__(self, output_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, output_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True,
+                 job_id: str | None = None):
         self.enabled = enabled
         self.path = Path(output_dir) / "json_stats.log"
+        self.job_id = job_id  # the cluster job's id (Slurm, submitit): in every record when known
         self._tb = None
         if enabled and tensorboard:
             try:
@@ -117,6 +119,8 @@ class StatsLogger:
         if not self.enabled:
             return
         stats = {k: _round(v) for k, v in stats.items()}
+        if self.job_id is not None:
+            stats.setdefault("job_id", self.job_id)
         line = json.dumps(stats, sort_keys=True)
         logging.getLogger(PACKAGE_LOGGER).info("json_stats: %s", line)
         with open(self.path, "a") as f:

@@ -21,10 +21,19 @@ because every source of randomness is either restored or a function of the posit
 - creating a DataLoader iterator and validating do not advance the global generators here
   (both run inside a saved-and-restored RNG scope), so where a run stops cannot change them.
 
+Preemption (SIGTERM, SIGUSR1, SIGUSR2) loses no work: the iteration in progress finishes, the mid-epoch
+checkpoint after it is written and :class:`~regionvit_video.engine.preemption.Preempted` ends the run;
+the same command resumes it exactly (:mod:`regionvit_video.engine.preemption`). A checkpoint that cannot
+be written (full disk, permission) stops every process with :class:`CheckpointWriteError`, earlier ones
+intact.
+
+No step waits for the device: losses and accuracy counts stay on it and are read back, all-reduced and
+checked for NaN/Inf every LOG_PERIOD iterations, before every checkpoint and at the end of an epoch.
+
 The steps, each a function a later feature can call: :func:`setup_training` (model, start weights,
-loaders, optimizer, scaler, EMA), :func:`restore` (the resume point), :func:`train_one_epoch` (with
-:func:`train_step`), :func:`end_of_epoch` (stats, checkpoint, validation) and
-:func:`save_training_checkpoint`, which writes the :class:`TrainState`. Logging and
+loaders, optimizer, scaler), :func:`restore` (the resume point), :func:`build_ema` (after the DDP wrap),
+:func:`train_one_epoch` (with :func:`train_step`), :func:`end_of_epoch` (stats, checkpoint, validation)
+and :func:`save_training_checkpoint`, which writes the :class:`TrainState`. Logging, backend flags and
 ``OUTPUT_DIR/config.yaml`` are set up by the caller (:func:`regionvit_video.engine.build.setup_run`).
 """
 from __future__ import annotations
@@ -45,12 +54,13 @@ from tqdm import tqdm
 from regionvit_video.engine import checkpoint as ckpt_lib
 from regionvit_video.engine.build import (amp_enabled, autocast, build_model, inference_autocast, memory_mb,
                                           seed_everything)
-from regionvit_video.engine.distributed import (DistInfo, all_gather_object, all_reduce_sum, barrier,
-                                                broadcast_object, resolve_device, shared_file)
+from regionvit_video.engine.distributed import (DistInfo, all_gather_object, all_reduce_sum, broadcast_object,
+                                                cluster_job_id, gloo_group, resolve_device, shared_file)
 from regionvit_video.engine.log import StatsLogger, console_through_tqdm, plot_training_curves
 from regionvit_video.engine.meters import MultiViewAggregator
 from regionvit_video.engine.optim import build_optimizer, build_scheduler, build_train_loss, updates_per_epoch
-from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
+from regionvit_video.engine.preemption import Preempted, PreemptionHandler
+from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError, WriteError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +71,11 @@ class TrainingDivergedError(RuntimeError):
 
 class TooManyBadVideosError(RuntimeError):
     """More than ``TRAIN.MAX_BAD_VIDEO_FRACTION`` of an epoch's samples failed to decode."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A training checkpoint could not be written (full disk, quota, permission); the run stops, earlier
+    checkpoints are intact and auto-resume continues from the newest of them."""
 
 
 @dataclass
@@ -101,6 +116,7 @@ class TrainRun:
     criterion: nn.Module
     stats: StatsLogger
     ddp_model: nn.Module | None = None  # the model forward and backward run through (DDP-wrapped when distributed)
+    preemption: PreemptionHandler | None = None  # asks the epoch loop to save and stop (engine.preemption)
 
 
 @dataclass
@@ -274,15 +290,10 @@ def setup_training(cfg: CfgNode, di: DistInfo, model: nn.Module, resume_path: Pa
     criterion = build_train_loss(cfg, mixup is not None)
     use_amp = amp_enabled(di.device, cfg.TRAIN.MIXED_PRECISION)
     scaler = torch.amp.GradScaler("cuda") if use_amp and cfg.TRAIN.MIXED_PRECISION == "fp16" else None
-    ema = None
-    if cfg.MODEL_EMA.ENABLE:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=cfg.MODEL_EMA.DECAY)
     _log_batch_setup(cfg, di, iters, upe)
-    state = TrainState(model, optimizer, scheduler, scaler, ema, iters_per_epoch=iters)
+    state = TrainState(model, optimizer, scheduler, scaler, None, iters_per_epoch=iters)  # EMA: build_ema
     return TrainRun(cfg, di, out, state, loader, val_loader, batch_transform, mixup, criterion,
-                    StatsLogger(out, enabled=di.is_main))
+                    StatsLogger(out, enabled=di.is_main, job_id=cluster_job_id()))
 
 
 def restore(run: TrainRun, path: Path | None, ck: dict | None) -> ResumePoint:
@@ -294,11 +305,6 @@ def restore(run: TrainRun, path: Path | None, ck: dict | None) -> ResumePoint:
         state.optimizer.load_state_dict(ck["optimizer_state"])
         if state.scaler is not None and ck.get("scaler_state"):
             state.scaler.load_state_dict(ck["scaler_state"])
-        if state.ema is not None:
-            if ck.get("ema_state"):
-                state.ema.module.load_state_dict(ck["ema_state"])
-            else:
-                logger.warning("%s has no EMA state: EMA restarts from the current weights", path)
         state.global_step, state.last_checkpoint = int(ck["global_step"]), path
         if ck["epoch_complete"]:
             point.epoch = int(ck["epoch"])
@@ -325,6 +331,26 @@ def restore(run: TrainRun, path: Path | None, ck: dict | None) -> ResumePoint:
     return point
 
 
+def build_ema(cfg: CfgNode, model: nn.Module, ema_state: dict | None, source: Path | None) -> nn.Module | None:
+    """The EMA of ``model``'s weights (MODEL_EMA), or None when off.
+
+    Built once the weights are final on every rank: after the checkpoint is restored and after the DDP
+    wrap, whose constructor broadcasts rank 0's weights (each rank seeds with RNG_SEED + rank, so fresh
+    temporal weights or a re-initialised head differ between ranks before it). ``ema_state`` (from the
+    checkpoint resumed) is then loaded; without one the EMA starts from the resumed weights.
+    """
+    if not cfg.MODEL_EMA.ENABLE:
+        return None
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(model, decay=cfg.MODEL_EMA.DECAY)
+    if ema_state:
+        ema.module.load_state_dict(ema_state)
+    elif source is not None:
+        logger.warning("%s has no EMA state: the EMA restarts from its weights", source)
+    return ema
+
+
 # ---------------------------------------------------------------------------------------------- #
 # Checkpoints
 # ---------------------------------------------------------------------------------------------- #
@@ -339,6 +365,8 @@ def save_training_checkpoint(state: TrainState, *, cfg: CfgNode, dist_info: Dist
     Raises:
         TrainingDivergedError: a weight is NaN/Inf (never saved as a "good" checkpoint; same weights on
             every rank, so every rank raises here, before any collective).
+        CheckpointWriteError: on every rank, when rank 0 could not write the file (full disk, quota,
+            permission): the partial file is removed and the earlier checkpoints are intact.
     """
     iters = state.iters_per_epoch
     bad = [n for n, p in state.model.named_parameters() if not torch.isfinite(p).all()]
@@ -349,31 +377,45 @@ def save_training_checkpoint(state: TrainState, *, cfg: CfgNode, dist_info: Dist
             f"without saving. Last good checkpoint: {state.last_checkpoint or 'none written yet'}. Lower "
             "SOLVER.BASE_LR or set SOLVER.CLIP_GRAD_NORM")
     gathered = all_gather_object((ckpt_lib.get_rng_state(), meter))
-    path = None
+    path, error = None, None
     if dist_info.is_main:
         path = ckpt_lib.checkpoint_dir(output_dir) / ckpt_lib.checkpoint_name(epoch, iteration)
-        ckpt_lib.save_checkpoint(
-            path,
-            model_state=state.model.state_dict(),
-            optimizer_state=state.optimizer.state_dict(),
-            scheduler_state=state.scheduler.state_dict(),
-            scaler_state=state.scaler.state_dict() if state.scaler is not None else None,
-            ema_state=state.ema.module.state_dict() if state.ema is not None else None,
-            rng_states=[g[0] for g in gathered],
-            epoch=epoch,
-            iteration=iters if iteration is None else iteration,
-            epoch_complete=iteration is None,
-            global_step=state.global_step,
-            iters_per_epoch=iters,
-            world_size=dist_info.world_size,
-            meters=[g[1] for g in gathered] if meter is not None else None,
-            cfg=cfg.dump(),
-        )
+        try:
+            _write(state, cfg, dist_info, path, epoch, iteration, gathered, meter is not None)
+        except WriteError as e:  # full disk, quota, permission: told to every rank below, none left waiting
+            error = e
+    failure = broadcast_object(None if error is None else str(error))  # also the barrier after the write
+    if failure is not None:
+        raise CheckpointWriteError(
+            f"{failure}. Training stopped. The last good checkpoint is {state.last_checkpoint or 'none yet'}; "
+            "free space (or fix the permission) and run the same command: auto-resume continues from it")
+    if dist_info.is_main:
         removed = ckpt_lib.prune_checkpoints(output_dir, cfg.TRAIN.CHECKPOINT_KEEP)
         logger.info("saved %s%s", path, f" (removed {len(removed)} old)" if removed else "")
         state.last_checkpoint = path
-    barrier()
     return path
+
+
+def _write(state: TrainState, cfg: CfgNode, dist_info: DistInfo, path: Path, epoch: int, iteration: int | None,
+           gathered: list, with_meters: bool) -> None:
+    iters = state.iters_per_epoch
+    ckpt_lib.save_checkpoint(
+        path,
+        model_state=state.model.state_dict(),
+        optimizer_state=state.optimizer.state_dict(),
+        scheduler_state=state.scheduler.state_dict(),
+        scaler_state=state.scaler.state_dict() if state.scaler is not None else None,
+        ema_state=state.ema.module.state_dict() if state.ema is not None else None,
+        rng_states=[g[0] for g in gathered],
+        epoch=epoch,
+        iteration=iters if iteration is None else iteration,
+        epoch_complete=iteration is None,
+        global_step=state.global_step,
+        iters_per_epoch=iters,
+        world_size=dist_info.world_size,
+        meters=[g[1] for g in gathered] if with_meters else None,
+        cfg=cfg.dump(),
+    )
 
 
 def _save(run: TrainRun, epoch: int, iteration: int | None, meter: dict | None) -> Path | None:
@@ -403,12 +445,12 @@ def _optimizer_step(run: TrainRun) -> None:
         state.ema.update(state.model, step=state.global_step)
 
 
-def train_step(run: TrainRun, batch: dict, epoch: int, it: int) -> tuple[float, int]:
+def train_step(run: TrainRun, batch: dict, epoch: int, it: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward of iteration ``it`` of ``epoch``, and the optimizer step that ends its gradient
-    accumulation group. Returns the loss averaged over processes and the correct top-1 count (0 with mixup).
+    accumulation group.
 
-    Raises:
-        TrainingDivergedError: the loss is NaN/Inf (on every process: the loss is all-reduced first).
+    Returns this process's loss and correct top-1 count (0 with mixup) as device tensors: nothing here waits
+    for the device. They are read back, checked and all-reduced once per log period (:func:`_flush`).
     """
     cfg, di, state, iters = run.cfg, run.dist_info, run.state, run.state.iters_per_epoch
     video = batch["video"].to(di.device, non_blocking=True)
@@ -426,32 +468,62 @@ def train_step(run: TrainRun, batch: dict, epoch: int, it: int) -> tuple[float, 
         with autocast(di.device, cfg.TRAIN.MIXED_PRECISION):
             logits = run.ddp_model(video)
         loss = run.criterion(logits.float(), target)
-        loss_mean = float(all_reduce_sum(loss.detach()).item()) / di.world_size
-        if not math.isfinite(loss_mean):
-            raise TrainingDivergedError(
-                f"loss is {loss_mean} at epoch {epoch + 1}, iteration {it + 1}/{iters} (global iteration "
-                f"{epoch * iters + it + 1}, optimizer step {state.global_step}); stopping. Last good checkpoint: "
-                f"{state.last_checkpoint or 'none written yet'}. Lower SOLVER.BASE_LR, set SOLVER.CLIP_GRAD_NORM, "
-                "or use TRAIN.MIXED_PRECISION bf16 instead of fp16")
         scaled = loss / group_len
         (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
     if step_now:
         _optimizer_step(run)
-    correct = int((logits.detach().argmax(-1) == label).sum()) if run.mixup is None else 0
-    return loss_mean, correct
+    correct = (logits.detach().argmax(-1) == label).sum() if run.mixup is None else torch.zeros((), device=di.device)
+    return loss.detach(), correct
+
+
+@dataclass
+class _Pending:
+    """An iteration whose loss has not been read back yet."""
+
+    it: int
+    global_step: int  # optimizer updates before it
+    samples: int
+    loss: torch.Tensor  # this process's loss (device)
+    correct: torch.Tensor  # this process's correct top-1 count (device)
 
 
 @dataclass
 class _Window:
-    """Running sums since the last log line, and the epoch's timing."""
+    """Iterations not read back yet, running sums since the last log line, and the epoch's timing."""
 
     start_iter: int
+    pending: list[_Pending] = field(default_factory=list)
     loss_sum: float = 0.0
     samples: int = 0
     correct: int = 0
     data_time: float = 0.0  # since the epoch (or the resumed part of it) started
     t0: float = field(default_factory=time.perf_counter)  # the epoch's start
     t_last: float = field(default_factory=time.perf_counter)  # the last log line
+
+
+def _flush(run: TrainRun, epoch: int, w: _Window, meter: dict) -> None:
+    """Read back the pending iterations' losses: one all-reduce and one wait for the device for all of them.
+
+    Each loss becomes the mean over processes, as every process sees it; a NaN/Inf one stops the run on every
+    process, naming the first such iteration. Called every LOG_PERIOD iterations, before every checkpoint and
+    at the end of the epoch, so no checkpoint follows a non-finite loss unnoticed.
+    """
+    if not w.pending:
+        return
+    di, state, iters = run.dist_info, run.state, run.state.iters_per_epoch
+    losses = (all_reduce_sum(torch.stack([p.loss.float() for p in w.pending])) / di.world_size).tolist()
+    correct = torch.stack([p.correct for p in w.pending]).tolist()
+    for p, loss, c in zip(w.pending, losses, correct):
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                f"loss is {loss} at epoch {epoch + 1}, iteration {p.it + 1}/{iters} (global iteration "
+                f"{epoch * iters + p.it + 1}, optimizer step {p.global_step}); stopping. Last good checkpoint: "
+                f"{state.last_checkpoint or 'none written yet'}. Lower SOLVER.BASE_LR, set SOLVER.CLIP_GRAD_NORM, "
+                "or use TRAIN.MIXED_PRECISION bf16 instead of fp16")
+        meter["loss_sum"] += loss * p.samples
+        meter["correct"] += int(c)
+        w.loss_sum, w.correct = w.loss_sum + loss * p.samples, w.correct + int(c)
+    w.pending.clear()
 
 
 def _log_iteration(run: TrainRun, epoch: int, it: int, w: _Window, bar) -> None:
@@ -477,7 +549,12 @@ def train_one_epoch(run: TrainRun, epoch: int, resume: ResumePoint | None = None
                     iteration_hook: Callable[[int, int, int], None] | None = None) -> tuple[dict, float]:
     """Iterations of 0-based ``epoch`` (from ``resume.iteration`` when resuming into it), with the mid-epoch
     checkpoints; returns the epoch's meter (local sums of loss * samples, samples, decode failures, correct
-    top-1) and its seconds."""
+    top-1) and its seconds.
+
+    Raises:
+        Preempted: a preemption signal reached a process (``run.preemption``): every process finished the
+            iteration it was in, and the mid-epoch checkpoint after it was written.
+    """
     cfg, iters = run.cfg, run.state.iters_per_epoch
     start = resume.iteration if resume is not None else 0
     data_iter = _loader_iter(run.loader, epoch, start)
@@ -493,24 +570,33 @@ def train_one_epoch(run: TrainRun, epoch: int, resume: ResumePoint | None = None
     t_data = time.perf_counter()
     for it, batch in enumerate(data_iter, start=start):
         w.data_time += time.perf_counter() - t_data
-        loss_mean, correct = train_step(run, batch, epoch, it)
+        global_step = run.state.global_step
+        loss, correct = train_step(run, batch, epoch, it)
         bsz = len(batch["label"])
-        meter["loss_sum"] += loss_mean * bsz
+        w.pending.append(_Pending(it, global_step, bsz, loss, correct))
         meter["samples"] += bsz
         meter["failures"] += int(batch["num_failures"].sum())
-        meter["correct"] += correct
-        w.loss_sum, w.samples, w.correct = w.loss_sum + loss_mean * bsz, w.samples + bsz, w.correct + correct
+        w.samples += bsz
         bar.update(1)
         if (it + 1) % cfg.LOG_PERIOD == 0 or it + 1 == iters:
+            _flush(run, epoch, w, meter)
             _log_iteration(run, epoch, it, w, bar)
             _check_bad_videos(cfg, meter, epoch, iters, run.dist_info, final=False, out=run.output_dir)
         period = cfg.TRAIN.CHECKPOINT_ITER_PERIOD
-        if period > 0 and (it + 1) % period == 0 and it + 1 < iters:
+        saved = period > 0 and (it + 1) % period == 0 and it + 1 < iters
+        if saved:
+            _flush(run, epoch, w, meter)
             _save(run, epoch + 1, it + 1, dict(meter))
         if iteration_hook is not None:
             iteration_hook(epoch, it, epoch * iters + it + 1)
+        if run.preemption is not None and run.preemption.agreed():
+            _flush(run, epoch, w, meter)
+            path = run.state.last_checkpoint if saved else _save(run, epoch + 1, it + 1, dict(meter))
+            bar.close()
+            raise Preempted(run.preemption.signal_name, str(path) if path else None)
         t_data = time.perf_counter()
     bar.close()
+    _flush(run, epoch, w, meter)
     return meter, time.perf_counter() - w.t0
 
 
@@ -581,6 +667,9 @@ def train(
 
     Raises:
         TrainingDivergedError: the loss became NaN/Inf (the last good checkpoint is kept).
+        Preempted: SIGTERM, SIGUSR1 or SIGUSR2 arrived: the mid-epoch checkpoint is written, and the same
+            command resumes from it (:mod:`regionvit_video.engine.preemption`).
+        CheckpointWriteError: a checkpoint could not be written (full disk, permission); earlier ones are intact.
         TooManyBadVideosError: too many videos of an epoch failed to decode.
         DecodeTimeout: a DataLoader worker was ended by the decode hard bound (the video is named and
             appended to ``OUTPUT_DIR/bad_videos.txt``; see :mod:`regionvit_video.data.decoder`).
@@ -598,14 +687,16 @@ def train(
     resume_path, resume_ck = _resume_point(cfg, out, di.is_main)
     run = setup_training(cfg, di, model, resume_path)
     point = restore(run, resume_path, resume_ck)
-    del resume_ck
     run.ddp_model = model
-    if di.distributed:
+    if di.distributed:  # DDP's constructor broadcasts rank 0's weights
         run.ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[di.device.index] if di.device.type == "cuda" else None)
+    run.state.ema = build_ema(cfg, model, (resume_ck or {}).get("ema_state"), resume_path)
+    del resume_ck
     epochs_run, val_stats = 0, None
     try:
-        with console_through_tqdm() if di.is_main else contextlib.nullcontext():  # log lines above the bar
+        with (console_through_tqdm() if di.is_main else contextlib.nullcontext(),  # log lines above the bar
+              PreemptionHandler(gloo_group()) as run.preemption):  # a CPU flag, agreed on every iteration
             for epoch in range(point.epoch, cfg.SOLVER.MAX_EPOCH):
                 meter, seconds = train_one_epoch(run, epoch, point if epoch == point.epoch else None, iteration_hook)
                 epochs_run += 1
@@ -646,6 +737,6 @@ def _fmt_eta(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-__all__ = ["ResumePoint", "TooManyBadVideosError", "TrainResult", "TrainRun", "TrainState", "TrainingDivergedError",
-           "end_of_epoch", "preserved_rng", "restore", "save_training_checkpoint", "setup_training", "train",
-           "train_one_epoch", "train_step", "validate"]
+__all__ = ["CheckpointWriteError", "ResumePoint", "TooManyBadVideosError", "TrainResult", "TrainRun", "TrainState",
+           "TrainingDivergedError", "build_ema", "end_of_epoch", "preserved_rng", "restore", "save_training_checkpoint",
+           "setup_training", "train", "train_one_epoch", "train_step", "validate"]

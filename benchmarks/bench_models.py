@@ -25,13 +25,19 @@ Usage::
     OMP_NUM_THREADS=2 python benchmarks/bench_models.py                      # full run (minutes)
     python benchmarks/bench_models.py --frames 2 --size 112 --repeats 1 --threads 1   # smoke run
     python benchmarks/bench_models.py --models timesformer_base --json out.json
+    python benchmarks/bench_models.py --speedup-only --rounds 5          # medium vs timesformer_base, one process
+
+The speed-up table (``--speedup-only``, and at the end of a full run that includes both models) times
+regionvit_video_medium against timesformer_base in ONE process, in interleaved rounds whose order
+alternates, for the forward and a training step (batch 2), in float32 and, on CPUs with bf16 instructions
+(avx512_bf16 or amx in /proc/cpuinfo), under bf16 autocast; the speed-up is the median of the per-round
+ratios. On CPUs without them bf16 is emulated (slower than float32) and the table says it skipped it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -43,6 +49,7 @@ DEFAULT_MODELS = ("regionvit_video_small", "regionvit_video_medium", "timesforme
 # Targets (CPU) this benchmark reports against.
 TARGET_MODEL, BASELINE_MODEL = "regionvit_video_medium", "timesformer_base"
 TARGET_SPEEDUP = 2.0  # TARGET_MODEL forward at least this much faster than BASELINE_MODEL
+FLOP_RATIO = 2.37  # BASELINE_MODEL / TARGET_MODEL GFLOPs at 8x224 (paper Table 7: 197 / 83.1)
 TARGET_MEM_RATIO = 0.5  # TARGET_MODEL train-step peak memory (delta) at most this fraction of BASELINE_MODEL's
 TARGET_MATMUL_FRACTION = 0.5  # achieved forward GFLOP/s at least this fraction of the matmul rate
 
@@ -175,6 +182,74 @@ def _worker_train(args: argparse.Namespace, act_checkpoint: bool = False) -> dic
     return dict(train_s=sec, train_peak_mb=peak, train_delta_mb=peak - base_mb, base_mb=base_mb)
 
 
+def _worker_speedup(args: argparse.Namespace) -> dict[str, Any]:
+    """TARGET_MODEL against BASELINE_MODEL in this one process, in interleaved rounds (the order alternates),
+    so that both see the same machine state: the forward (inference mode, batch ``--batch``) and a training
+    step (forward + backward + AdamW, batch ``--train-batch``) in float32 and, where the CPU has bf16
+    instructions (or with ``--bf16 always``), under bf16 autocast. Medians over ``--rounds`` rounds."""
+    import torch
+    import torch.nn.functional as F
+
+    from regionvit_video.utils.machine import has_native_bf16
+
+    dtypes = ["fp32"] + (["bf16"] if args.bf16 == "always" or (args.bf16 == "auto" and has_native_bf16()) else [])
+    names = (TARGET_MODEL, BASELINE_MODEL)
+    models = {n: _build(n, args)[0] for n in names}
+    x = torch.randn(args.batch, 3, args.frames, args.size, args.size)
+    xt = torch.randn(args.train_batch, 3, args.frames, args.size, args.size)
+    y = torch.randint(0, args.num_classes, (args.train_batch,))
+    opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-6) for n, m in models.items()}
+
+    def autocast(dtype: str):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast("cpu", enabled=False)
+
+    def forward(name: str, dtype: str) -> None:
+        with torch.inference_mode(), autocast(dtype):
+            models[name].eval()(x)
+
+    def train_step(name: str, dtype: str) -> None:
+        model, opt = models[name].train(), opts[name]
+        opt.zero_grad(set_to_none=True)
+        with autocast(dtype):
+            loss = F.cross_entropy(model(xt).float(), y)
+        loss.backward()
+        opt.step()
+
+    phases = [("forward", forward)] + ([] if args.no_train else [("train step", train_step)])
+    times: dict[tuple[str, str, str], list[float]] = {}
+    for dtype in dtypes:
+        for phase, fn in phases:
+            for name in names:  # warm-up
+                for _ in range(args.warmup):
+                    fn(name, dtype)
+            for r in range(args.rounds):
+                for name in (names if r % 2 == 0 else names[::-1]):
+                    t0 = time.perf_counter()
+                    fn(name, dtype)
+                    times.setdefault((dtype, phase, name), []).append(time.perf_counter() - t0)
+    rows = []
+    for dtype in dtypes:
+        for phase, _ in phases:
+            t, b = (times[(dtype, phase, n)] for n in names)
+            rows.append(dict(dtype=dtype, phase=phase, target_s=statistics.median(t), baseline_s=statistics.median(b),
+                             speedup=statistics.median(bb / tt for tt, bb in zip(t, b)),
+                             target_rounds=t, baseline_rounds=b))
+    return dict(rows=rows, bf16="measured" if "bf16" in dtypes else "skipped: this CPU has no bf16 instructions "
+                "(avx512_bf16 / amx), where PyTorch emulates bf16 and it is slower than fp32")
+
+
+def _speedup_table(res: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [f"{TARGET_MODEL} against {BASELINE_MODEL} in one process, {args.rounds} interleaved rounds "
+             f"(forward batch {args.batch}, train step batch {args.train_batch}, {args.frames}x{args.size}):",
+             f"{'dtype':5s} | {'phase':10s} | {TARGET_MODEL + ' ms':>27s} | {BASELINE_MODEL + ' ms':>20s} | "
+             f"speed-up (paired median; target {TARGET_SPEEDUP}x, FLOP ratio {FLOP_RATIO}x)"]
+    for r in res["rows"]:
+        lines.append(f"{r['dtype']:5s} | {r['phase']:10s} | {r['target_s'] * 1e3:27.0f} | {r['baseline_s'] * 1e3:20.0f} | "
+                     f"{r['speedup']:.2f}x")
+    lines.append(f"bf16: {res['bf16']}")
+    return "\n".join(lines)
+
+
 def _worker_main(args: argparse.Namespace) -> None:
     import torch
 
@@ -183,15 +258,18 @@ def _worker_main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     fn = {"matmul": _worker_matmul, "infer": _worker_infer, "fwd": _worker_fwd, "train": _worker_train,
-          "train_ckpt": lambda a: _worker_train(a, act_checkpoint=True)}[args._worker]
+          "train_ckpt": lambda a: _worker_train(a, act_checkpoint=True), "speedup": _worker_speedup}[args._worker]
     print(RESULT_PREFIX + json.dumps(fn(args)), flush=True)
 
 
 # Parent side --------------------------------------------------------------------------------------
 def _run_worker(phase: str, args: argparse.Namespace, model: str | None = None) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--_worker", phase]
-    for flag in ("frames", "size", "batch", "repeats", "warmup", "threads", "num_classes", "matmul_size"):
+    for flag in ("frames", "size", "batch", "repeats", "warmup", "threads", "num_classes", "matmul_size", "rounds",
+                 "train_batch", "bf16"):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.no_train:
+        cmd += ["--no-train"]
     if model:
         cmd += ["--model", model]
     env = {**os.environ, **{v: str(args.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
@@ -288,18 +366,39 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="interleaved rounds of the fp32 forward and matmul timings (median reported)")
     p.add_argument("--no-ckpt", action="store_true", help="skip the activation-checkpointed train step")
     p.add_argument("--json", metavar="PATH", help="also write all numbers to this JSON file")
-    p.add_argument("--_worker", choices=("matmul", "infer", "fwd", "train", "train_ckpt"), help=argparse.SUPPRESS)
+    p.add_argument("--train-batch", type=int, default=2, help="batch of the speed-up table's training step")
+    p.add_argument("--bf16", choices=("auto", "always", "never"), default="auto",
+                   help="the speed-up table's bf16 rows: auto = where the CPU has bf16 instructions")
+    p.add_argument("--speedup-only", action="store_true",
+                   help=f"only the {TARGET_MODEL} / {BASELINE_MODEL} speed-up table (one process, interleaved)")
+    p.add_argument("--_worker", choices=("matmul", "infer", "fwd", "train", "train_ckpt", "speedup"),
+                   help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads is None:
         args.threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     args.models = [m for item in args.models for m in item.split(",") if m]
-    for flag in ("frames", "size", "batch", "repeats", "threads", "matmul_size", "rounds"):
+    for flag in ("frames", "size", "batch", "repeats", "threads", "matmul_size", "rounds", "train_batch"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
         p.error("--warmup must be >= 0")
     return args
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "model"}
+
+
+def _write_json(path: str, payload: dict[str, Any]) -> None:
+    from regionvit_video.utils.io import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2)
+
+    atomic_write(path, write)
+    print(f"\nwrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,8 +418,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown model(s): {', '.join(unknown)} (see regionvit_video.models.list_models())", file=sys.stderr)
         return 2
 
+    from regionvit_video.utils.machine import describe
+
+    machine = describe()
+    if args.speedup_only:
+        res = _run_worker("speedup", args)
+        print("\n".join(f"bench_models: {line}" for line in machine))
+        if "error" in res:
+            print(res["error"], file=sys.stderr)
+            return 1
+        print(_speedup_table(res, args))
+        if args.json:
+            _write_json(args.json, dict(settings=_settings(args), machine=machine, speedup=res))
+        return 0
+
     phases = ("infer",) if args.no_train else ("infer", "train") if args.no_ckpt else ("infer", "train", "train_ckpt")
     jobs = [("matmul", None)] + [(ph, m) for m in args.models for ph in phases]
+    if TARGET_MODEL in args.models and BASELINE_MODEL in args.models:
+        jobs.append(("speedup", None))
     for _ in range(args.rounds - 1):
         jobs += [("matmul", None)] + [("fwd", m) for m in args.models]
     results: dict[tuple[str, str | None], dict[str, Any]] = {}
@@ -328,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     for phase, model in (bar := tqdm(jobs, desc="bench_models", unit="job", file=sys.stderr)):
         bar.set_postfix_str(f"{phase} {model or ''}".strip())
         res = _run_worker(phase, args, model)
+        if phase == "speedup":
+            results[("speedup", None)] = res
+            continue
         if phase in ("matmul", "infer", "fwd") and "error" not in res:
             rounds.setdefault(model, []).append(res)
         results.setdefault((phase, model), res)
@@ -353,18 +471,18 @@ def main(argv: list[str] | None = None) -> int:
             row["fwd_s"], row["fwd_s_rounds"] = statistics.median(fwd), fwd
         rows.append(row)
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = machine[0]
     print(
         f"bench_models: {args.batch}x3x{args.frames}x{args.size}x{args.size}, {args.threads} thread(s), "
         f"{args.repeats} timed run(s) (median) after {args.warmup} warm-up, fp32 forward and matmul: median of "
-        f"{args.rounds} interleaved round(s), torch {torch.__version__}, {cpu}"
+        f"{args.rounds} interleaved round(s), torch {torch.__version__}"
     )
+    print("\n".join(f"bench_models: {line}" for line in machine))
     print(_table(rows, matmul))
+    speedup = results.get(("speedup", None))
+    if speedup is not None:
+        print()
+        print(_speedup_table(speedup, args) if "error" not in speedup else f"speed-up table: {speedup['error']}")
     print(
         "GFLOPs: fvcore (multiply-add = 1 FLOP; SDPA counted, LayerNorm not); matmul GFLOP/s counted the same way.\n"
         "Memory: RSS high-water mark (getrusage ru_maxrss) of a fresh process per model and phase; "
@@ -386,19 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in checks:
             print(f"  [{'PASS' if c['ok'] else 'FAIL'}] {c['what']}: {c['value']:.3g} (target {c['target']})")
     if args.json:
-        from regionvit_video.utils.io import atomic_write
-
-        payload = dict(
-            settings={k: v for k, v in vars(args).items() if not k.startswith("_") and k != "model"},
-            torch=torch.__version__, cpu=cpu, matmul=matmul, models=rows, targets=checks,
-        )  # fmt: skip
-
-        def write(tmp: str) -> None:
-            with open(tmp, "w") as f:
-                json.dump(payload, f, indent=2)
-
-        atomic_write(args.json, write)
-        print(f"\nwrote {args.json}")
+        _write_json(args.json, dict(settings=_settings(args), torch=torch.__version__, cpu=cpu, machine=machine,
+                                    matmul=matmul, models=rows, targets=checks, speedup=speedup))
     return 1 if any("error" in r for r in rows) or "error" in matmul else 0
 
 

@@ -144,5 +144,8 @@ class RelPosAttention(nn.Module):
                 attn = attn.masked_fill(~mask[:, None], torch.finfo(attn.dtype).min).view(Bp, self.num_heads, N, N)
             out = torch.einsum("bhnm,bhmd->bhnd", self.attn_drop(attn.softmax(dim=-1)), v)
 
-        out = out.transpose(1, 2).reshape(Bp, N, C)  # B', heads, N, head_dim -> B', N, C
+        # B', heads, N, head_dim -> B', N, C through an explicit contiguous copy: a plain reshape is traced by
+        # torch.export as a view with the strides of the CPU flash kernel's output, which the ONNX exporter's
+        # SDPA (another layout) cannot take with the (1, heads, N, N) bias mask. Same values, bit for bit.
+        out = out.transpose(1, 2).clone(memory_format=torch.contiguous_format).view(Bp, N, C)
         return self.proj_drop(self.proj(out))

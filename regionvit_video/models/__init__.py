@@ -1,21 +1,29 @@
-"""Models: the registry API, RegionViT (image and video) and pretrained loading.
+"""Models: the registry API, RegionViT (image and video), pretrained loading, pretrained folders.
 
-``create_model(name, num_classes=..., **overrides)``, ``list_models(pattern)``, ``load_pretrained(model, path)``.
+``create_model(name, num_classes=..., **overrides)``, ``list_models(pattern)``, ``load_pretrained(model, path)``;
+``save_pretrained(model, folder)`` / ``from_pretrained(folder_or_hub_id)`` (model.safetensors + config.json).
 """
 from regionvit_video.models.registry import create_model, is_model, list_models, register_model
 from regionvit_video.models import regionvit, regionvit_video  # noqa: F401  (register the variants)
 from regionvit_video.models import timesformer  # noqa: F401
 from regionvit_video.models.checkpoint import LoadReport, load_pretrained
+from regionvit_video.models.pretrained import (PretrainedFormatError, PretrainedNotFoundError, from_pretrained,
+                                               read_pretrained_config, save_pretrained)
 from regionvit_video.models.regionvit import RegionViT
 from regionvit_video.models.regionvit_video import RegionViTVideo
 
 __all__ = [
     "LoadReport",
+    "PretrainedFormatError",
+    "PretrainedNotFoundError",
     "RegionViT",
     "RegionViTVideo",
     "create_model",
+    "from_pretrained",
     "is_model",
     "list_models",
     "load_pretrained",
+    "read_pretrained_config",
     "register_model",
+    "save_pretrained",
 ]

@@ -1,9 +1,10 @@
 """Loading pretrained weights: official RegionViT files, this toolkit's checkpoints, inflation to video.
 
-``load_pretrained(model, path)`` reads the file safely (``weights_only``), unwraps it, adapts it to the
-model (aliases, det_norm keys, window-size changes, the model's own ``filter_pretrained`` e.g. video
-inflation), re-initialises a classifier of another size, refuses any other shape mismatch, loads, and
-returns a :class:`LoadReport`. Missing and unexpected keys are always logged.
+``load_pretrained(model, path)`` reads the file safely (``weights_only``, or safetensors for a pretrained
+folder written by ``save_pretrained``), unwraps it, adapts it to the model (aliases, det_norm keys,
+window-size changes, the model's own ``filter_pretrained`` e.g. video inflation), re-initialises a
+classifier of another size, refuses any other shape mismatch, loads, and returns a :class:`LoadReport`.
+Missing and unexpected keys are always logged.
 """
 from __future__ import annotations
 
@@ -136,6 +137,21 @@ def _adapt(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], report: Lo
     return out
 
 
+def _read_checkpoint(path: str) -> Any:
+    """A pretrained folder (its model.safetensors, checked against config.json), a .safetensors file, or a
+    torch file read with ``weights_only``."""
+    from regionvit_video.models import pretrained
+
+    if os.path.isdir(path):
+        config = pretrained.read_pretrained_config(path)
+        weights = config.get("weights") or {}
+        return pretrained.read_safetensors(os.path.join(path, weights.get("file", pretrained.WEIGHTS_NAME)),
+                                           sha256=weights.get("sha256"))
+    if path.endswith(".safetensors"):
+        return pretrained.read_safetensors(path)
+    return safe_torch_load(path)
+
+
 def _classifier_name(model: nn.Module) -> str:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return cfg.get("classifier", "head")
@@ -150,7 +166,8 @@ def load_pretrained(
 ) -> LoadReport:
     """Load a checkpoint file into ``model`` and say what happened.
 
-    Steps: read with :func:`~regionvit_video.utils.io.safe_torch_load`; take ``ck['model']``, else
+    Steps: read the file (a pretrained folder's ``model.safetensors``, checked against its config.json; a
+    ``.safetensors`` file; else :func:`~regionvit_video.utils.io.safe_torch_load`); take ``ck['model']``, else
     ``ck['model_state']``, else the bare state_dict; strip ``module.``; map ``proj_cls`` aliases; drop
     ``norm0..3`` det_norm keys the model lacks; interpolate relative-position tables and the regional
     tokenizer kernel to the model's window size; call ``model.filter_pretrained(sd,
@@ -159,7 +176,7 @@ def load_pretrained(
 
     Args:
         model: the model to fill (in place).
-        path: checkpoint file.
+        path: checkpoint file, ``.safetensors`` file, or pretrained folder (save_pretrained).
         temporal_init: for video models loading image weights: ``"zero"`` (fresh temporal weights) or
             ``"copy"`` (from the spatial attention / norm1); ``temporal_fc`` is zero either way.
         strict_shapes: a shape mismatch outside the classifier raises ``ValueError``; with ``False`` it is
@@ -169,12 +186,12 @@ def load_pretrained(
         A :class:`LoadReport`.
 
     Raises:
-        FileNotFoundError, UnsafeCheckpointError: from reading the file.
+        FileNotFoundError, UnsafeCheckpointError, PretrainedFormatError: from reading the file.
         ValueError: no state_dict in the file, or a shape mismatch (naming the key and both shapes).
     """
     path = str(path)
     report = LoadReport(path=path)
-    sd = unwrap_state_dict(safe_torch_load(path), path)
+    sd = unwrap_state_dict(_read_checkpoint(path), path)
     own = model.state_dict()
     sd = _adapt(sd, own, report)
     if hasattr(model, "filter_pretrained"):

@@ -37,6 +37,9 @@ def is_model(name: str) -> bool:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; keyword arguments override the variant's defaults.
 
+    The model records how it was built: ``model.pretrained_cfg["architecture"]`` (the name) and
+    ``model.model_args`` (the keyword arguments), which is what ``save_pretrained`` writes.
+
     Raises:
         KeyError: the name is not registered (the message lists close matches).
     """
@@ -46,4 +49,9 @@ def create_model(name: str, **kwargs) -> nn.Module:
         close = difflib.get_close_matches(name, list(_MODEL_ENTRYPOINTS), n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown model {name!r}{hint} (see regionvit_video.models.list_models())")
-    return _MODEL_ENTRYPOINTS[name](**kwargs)
+    model = _MODEL_ENTRYPOINTS[name](**kwargs)
+    # What rebuilds this model (save_pretrained writes it to config.json): the registered name, and the
+    # arguments given here (the variant's own defaults come with the name, as in timm).
+    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "architecture": name}
+    model.model_args = dict(kwargs)
+    return model

@@ -1,12 +1,14 @@
-"""Models: the registry API, RegionViT (image and video), pretrained loading, pretrained folders.
+"""Models: the registry API, RegionViT (image and video), pretrained loading, pretrained folders, ONNX export.
 
 ``create_model(name, num_classes=..., **overrides)``, ``list_models(pattern)``, ``load_pretrained(model, path)``;
-``save_pretrained(model, folder)`` / ``from_pretrained(folder_or_hub_id)`` (model.safetensors + config.json).
+``save_pretrained(model, folder)`` / ``from_pretrained(folder_or_hub_id)`` (model.safetensors + config.json);
+``export_onnx(model, path)`` / ``check_onnx_parity(model, path, clip)``.
 """
 from regionvit_video.models.registry import create_model, is_model, list_models, register_model
 from regionvit_video.models import regionvit, regionvit_video  # noqa: F401  (register the variants)
 from regionvit_video.models import timesformer  # noqa: F401
 from regionvit_video.models.checkpoint import LoadReport, load_pretrained
+from regionvit_video.models.onnx_export import OnnxParity, check_onnx_parity, export_onnx
 from regionvit_video.models.pretrained import (PretrainedFormatError, PretrainedNotFoundError, from_pretrained,
                                                read_pretrained_config, save_pretrained)
 from regionvit_video.models.regionvit import RegionViT
@@ -14,11 +16,14 @@ from regionvit_video.models.regionvit_video import RegionViTVideo
 
 __all__ = [
     "LoadReport",
+    "OnnxParity",
     "PretrainedFormatError",
     "PretrainedNotFoundError",
     "RegionViT",
     "RegionViTVideo",
+    "check_onnx_parity",
     "create_model",
+    "export_onnx",
     "from_pretrained",
     "is_model",
     "list_models",

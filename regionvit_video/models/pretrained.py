@@ -326,7 +326,9 @@ def read_pretrained_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise PretrainedFormatError(f"{path}: expected a JSON object, got {type(config).__name__}")
     fmt, version = config.get("format"), config.get("format_version")
     if fmt != FORMAT_NAME:
-        raise PretrainedFormatError(f"{path}: 'format' is {fmt!r}, not {FORMAT_NAME!r} (not written by save_pretrained)")
+        raise PretrainedFormatError(
+            f"{path}: 'format' is {fmt!r}, not {FORMAT_NAME!r} (not written by save_pretrained)"
+        )
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise PretrainedFormatError(
             f"{path}: format_version {version!r}; this regionvit-video reads up to {FORMAT_VERSION} (upgrade it)"
@@ -447,7 +449,9 @@ def from_pretrained(
     try:
         model = create_model(config["architecture"], **config["model_args"])
     except (TypeError, ValueError) as e:
-        raise PretrainedFormatError(f"{config_path}: cannot build {config['architecture']} from its model_args: {e}") from e
+        raise PretrainedFormatError(
+            f"{config_path}: cannot build {config['architecture']} from its model_args: {e}"
+        ) from e
     weights = config.get("weights") or {}
     path = folder / weights.get("file", WEIGHTS_NAME)
     load_state_dict_strict(model, read_safetensors(path, sha256=weights.get("sha256")), str(path))

@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -15,9 +17,6 @@ from regionvit_video.engine.build import build_model
 from regionvit_video.engine.export import preprocessing_from_cfg
 from regionvit_video.models import (check_onnx_parity, create_model, export_onnx, from_pretrained,
                                     save_pretrained)
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 DEMO_CFG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 TOL = 1e-4

@@ -10,7 +10,10 @@ same number of threads:
 - export seconds, graph nodes, file MB;
 - max |logits difference| and whether the top-5 agree;
 - latency: median over ``--rounds`` interleaved rounds (ONNX Runtime, PyTorch, again), after one untimed
-  run of each, so that a shared machine's drift hits both alike.
+  run of each, so that a shared machine's drift hits both alike. On a machine whose cores other processes
+  also use, PyTorch's OpenMP threads wait for each other at every op (measured: regionvit_video_pico_w4 at
+  batch 1, 1.28 s on 2 threads against 33 ms on 1, with another process busy); ``--threads 1`` then gives
+  figures that compare.
 
 Usage::
 

@@ -7,8 +7,9 @@
         --rdzv_endpoint HOST0:29500 run_net.py --cfg ...                                    # 2 machines
 
 Jobs run in order when enabled: TRAIN (with per-epoch single-view validation), TEST (multi-view,
-the reportable number), FEATURES (feature extraction), PREDICT (top-k classes of one video); each is a
-function of ``(cfg, dist_info)`` in :mod:`regionvit_video.engine`.
+the reportable number), FEATURES (feature extraction), PREDICT (top-k classes of one video), EXPORT
+(a pretrained folder or ONNX file with a parity report); each is a function of ``(cfg, dist_info)`` in
+:mod:`regionvit_video.engine`.
 TRAIN.ENABLE and TEST.ENABLE default to True, except in an inference job: with FEATURES.ENABLE or
 PREDICT.ENABLE True they are off unless set explicitly (in the YAML chain or on the command line), so
 
@@ -37,14 +38,17 @@ from regionvit_video.engine import (PREEMPTED_EXIT_CODE, CheckpointWriteError, N
                                     TooManyBadVideosError, TrainingDivergedError, cleanup_distributed, init_distributed,
                                     multiview_test, setup_run, train)
 from regionvit_video.engine.checkpoint import CheckpointFormatError
+from regionvit_video.engine.export import export
 from regionvit_video.engine.features import extract_features
 from regionvit_video.engine.predict import predict
+from regionvit_video.models import PretrainedFormatError, PretrainedNotFoundError
 from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
 
 logger = logging.getLogger("regionvit_video.run_net")
 # Errors whose message says everything: no traceback.
 _CLEAN_ERRORS = (ConfigError, NoCheckpointError, TrainingDivergedError, TooManyBadVideosError, CheckpointWriteError,
-                 DatasetFormatError, CheckpointFormatError, UnsafeCheckpointError, CheckpointReadError, DecodeTimeout)
+                 DatasetFormatError, CheckpointFormatError, UnsafeCheckpointError, CheckpointReadError, DecodeTimeout,
+                 PretrainedFormatError, PretrainedNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             extract_features(cfg, dist_info)
         if cfg.PREDICT.ENABLE:
             predict(cfg, dist_info)
+        if cfg.EXPORT.ENABLE:
+            export(cfg, dist_info)
     except Preempted as e:  # the checkpoint is written: the same command (or a requeued job) resumes
         logger.warning("preempted: %s; exit status %d", e, PREEMPTED_EXIT_CODE)
         return PREEMPTED_EXIT_CODE

@@ -163,6 +163,11 @@ _C.MODEL.DROP_PATH_RATE = 0.1
 _C.MODEL.DROPOUT_RATE = 0.0
 # Recompute each block's activations in the backward pass (saves memory).
 _C.MODEL.ACT_CHECKPOINT = False
+# torch.compile the model (nn.Module.compile: state_dict keys unchanged) for training and inference. The first
+# iterations compile (minutes on CPU); whether it pays: benchmarks/README.md. MODEL.COMPILE_BACKEND: torch.compile's
+# backend ("inductor" generates kernels; "aot_eager" only traces, to check a model compiles).
+_C.MODEL.COMPILE = False
+_C.MODEL.COMPILE_BACKEND = "inductor"
 
 # ---------------------------------------------------------------------------------------------- #
 # Optimisation
@@ -254,6 +259,24 @@ _C.PREDICT = CfgNode()
 _C.PREDICT.ENABLE = False
 _C.PREDICT.INPUT = ""
 _C.PREDICT.TOP_K = 5
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Export (engine/export.py): the test's weights as a pretrained folder or an ONNX file
+# ---------------------------------------------------------------------------------------------- #
+_C.EXPORT = CfgNode()
+# Export the checkpoint the test would use (TEST.CHECKPOINT_FILE_PATH, else the newest in OUTPUT_DIR) to
+# OUTPUT_DIR/export/ with a parity check on a real clip in OUTPUT_DIR/export/export_report.json. As
+# FEATURES.ENABLE: TRAIN.ENABLE and TEST.ENABLE then default to False unless set explicitly.
+_C.EXPORT.ENABLE = False
+# "pretrained": model.safetensors + config.json (models.from_pretrained rebuilds it, no pickle);
+# "onnx": model.onnx (opset EXPORT.OPSET, dynamic batch, input B, 3, T, H, W at the test's size).
+_C.EXPORT.FORMAT = "pretrained"
+_C.EXPORT.OPSET = 18
+# "model": the checkpoint's model_state (what the test evaluates); "ema": its EMA weights.
+_C.EXPORT.WEIGHTS = "model"
+# The video of the parity check (its test views); "" = the first video of the test list.
+_C.EXPORT.INPUT = ""
 
 
 def get_cfg() -> CfgNode:

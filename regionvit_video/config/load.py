@@ -37,6 +37,7 @@ from regionvit_video.data.decoder import BACKENDS
 from regionvit_video.data.sampling import SAMPLINGS, STRIDE_UNITS
 from regionvit_video.data.transforms import SPATIAL_CROPS
 from regionvit_video.layers.time_embed import TEMPORAL_FC_INITS, TEMPORAL_INITS, TIME_EMBED_INITS
+from regionvit_video.models.pretrained import is_pretrained_folder
 from regionvit_video.utils.checkpoint_files import checkpoint_dir, latest_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -308,7 +309,7 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str], sources: dict[str, str] |
 def derive_config(cfg: CfgNode, sources: dict[str, str]) -> list[str]:
     """Settings implied by other settings; applied after merging, before validation.
 
-    Rule: an inference job (``FEATURES.ENABLE`` or ``PREDICT.ENABLE`` True) does not train or test
+    Rule: an inference job (``FEATURES.ENABLE``, ``PREDICT.ENABLE`` or ``EXPORT.ENABLE`` True) does not train or test
     unless asked to: ``TRAIN.ENABLE`` and ``TEST.ENABLE`` (True by default) become False unless
     they were set explicitly, in the YAML chain or on the command line.
 
@@ -321,7 +322,7 @@ def derive_config(cfg: CfgNode, sources: dict[str, str]) -> list[str]:
         One message per derivation made (for the log).
     """
     notes: list[str] = []
-    jobs = [k for k in ("FEATURES.ENABLE", "PREDICT.ENABLE") if cfg[k.split(".")[0]].ENABLE]
+    jobs = [k for k in INFERENCE_JOBS if cfg[k.split(".")[0]].ENABLE]
     if jobs:
         off = [k for k in ("TRAIN.ENABLE", "TEST.ENABLE") if k not in sources and cfg[k.split(".")[0]].ENABLE]
         for key in off:
@@ -378,6 +379,11 @@ def load_config(
 # ------------------------------------------------------------------------------------------------ #
 MIXED_PRECISION_CHOICES = ("none", "bf16", "fp16")
 LR_POLICY_CHOICES = ("cosine", "steps_with_relative_lrs")
+# Jobs that only run a trained model: enabling one turns TRAIN/TEST off unless they are set (derive_config).
+INFERENCE_JOBS = ("FEATURES.ENABLE", "PREDICT.ENABLE", "EXPORT.ENABLE")
+EXPORT_FORMATS = ("pretrained", "onnx")
+EXPORT_WEIGHTS = ("model", "ema")
+MIN_ONNX_OPSET = 18  # the lowest opset the exporter writes a valid graph in (models/onnx_export.py)
 LR_SCALING_CHOICES = ("none", "linear")  # engine.optim.lr_scale applies them
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 BACKEND_CHOICES = ("auto", "nccl", "gloo")
@@ -449,7 +455,7 @@ def _check_train(c: _Checker) -> None:
 
 
 def _check_inference(c: _Checker) -> None:
-    """TEST, FEATURES and PREDICT: the values; a typo here fails now, not after training."""
+    """TEST, FEATURES, PREDICT and EXPORT: the values; a typo here fails now, not after training."""
     c.choice("TEST.DATASET", DATASETS)
     for key in ("TEST.BATCH_SIZE", "TEST.NUM_ENSEMBLE_VIEWS", "FEATURES.BATCH_SIZE", "FEATURES.WINDOW",
                 "PREDICT.TOP_K"):
@@ -460,6 +466,9 @@ def _check_inference(c: _Checker) -> None:
     c.choice("FEATURES.DTYPE", FEATURE_DTYPES)
     c.choice("FEATURES.STRIDE_UNIT", STRIDE_UNITS)
     c.check("FEATURES.STRIDE", c.cfg.FEATURES.STRIDE > 0, "must be > 0")
+    c.choice("EXPORT.FORMAT", EXPORT_FORMATS)
+    c.choice("EXPORT.WEIGHTS", EXPORT_WEIGHTS)
+    c.at_least("EXPORT.OPSET", MIN_ONNX_OPSET)
 
 
 def _check_data(c: _Checker) -> None:
@@ -497,6 +506,10 @@ def _check_model(c: _Checker) -> None:
     c.choice("MODEL.TEMPORAL_FC_INIT", TEMPORAL_FC_INITS)
     c.in_unit("MODEL.DROP_PATH_RATE", closed_high=False)
     c.in_unit("MODEL.DROPOUT_RATE", closed_high=False)
+    if cfg.MODEL.COMPILE:
+        import torch._dynamo
+
+        c.choice("MODEL.COMPILE_BACKEND", torch._dynamo.list_backends(exclude_tags=()))
     c.check("MODEL_EMA.DECAY", 0.0 < cfg.MODEL_EMA.DECAY < 1.0, "must be in (0, 1)")
     from regionvit_video.models import check_video_model, list_models
 
@@ -592,10 +605,15 @@ def _check_paths(c: _Checker) -> None:
             _check_data_files(c)
     if cfg.DATA.PATH_PREFIX and needs_data and not os.path.isdir(cfg.DATA.PATH_PREFIX):
         c.err("DATA.PATH_PREFIX", f"folder {cfg.DATA.PATH_PREFIX!r} does not exist")
-    for key in ("DATA.CLASS_NAMES", "MODEL.PRETRAINED", "TRAIN.CHECKPOINT_FILE_PATH", "TEST.CHECKPOINT_FILE_PATH"):
-        value = c.get(key)
-        if value and not os.path.isfile(value):
-            c.err(key, f"file {value!r} does not exist")
+    if cfg.DATA.CLASS_NAMES and not os.path.isfile(cfg.DATA.CLASS_NAMES):
+        c.err("DATA.CLASS_NAMES", f"file {cfg.DATA.CLASS_NAMES!r} does not exist")
+    for key in ("MODEL.PRETRAINED", "TRAIN.CHECKPOINT_FILE_PATH", "TEST.CHECKPOINT_FILE_PATH"):
+        value = c.get(key)  # a checkpoint file, or a pretrained folder (models.save_pretrained); a Hub id: hf-hub:
+        if value and not value.startswith("hf-hub:") and not os.path.isfile(value) and not is_pretrained_folder(value):
+            c.err(key, f"{value!r} is neither a checkpoint file nor a pretrained folder (config.json + model.safetensors)"
+                  if os.path.isdir(value) else f"file {value!r} does not exist")
+    if cfg.EXPORT.ENABLE and cfg.EXPORT.INPUT and not os.path.isfile(cfg.EXPORT.INPUT):
+        c.err("EXPORT.INPUT", f"video {cfg.EXPORT.INPUT!r} does not exist")
     if cfg.FEATURES.ENABLE:
         if not cfg.FEATURES.INPUT:
             c.err("FEATURES.INPUT", "is empty; set it to a folder of videos or a Kinetics-layout list")
@@ -603,7 +621,7 @@ def _check_paths(c: _Checker) -> None:
             c.err("FEATURES.INPUT", f"{cfg.FEATURES.INPUT!r} does not exist")
     if cfg.PREDICT.ENABLE and not os.path.isfile(cfg.PREDICT.INPUT):
         c.err("PREDICT.INPUT", f"video {cfg.PREDICT.INPUT!r} does not exist")
-    if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE and not cfg.TEST.CHECKPOINT_FILE_PATH:
+    if (cfg.TEST.ENABLE or cfg.EXPORT.ENABLE) and not cfg.TRAIN.ENABLE and not cfg.TEST.CHECKPOINT_FILE_PATH:
         if latest_checkpoint(cfg.OUTPUT_DIR) is None:
             c.err("TEST.CHECKPOINT_FILE_PATH", f"is empty and {checkpoint_dir(cfg.OUTPUT_DIR)} holds no checkpoint, "
                   "with TRAIN.ENABLE False: refusing to test an untrained model; set TEST.CHECKPOINT_FILE_PATH to "

@@ -42,8 +42,10 @@ def setup_run(cfg: CfgNode, dist_info: DistInfo | None = None) -> None:
     configure_backends(cfg, dist_info.device)
 
 
-def build_model(cfg: CfgNode) -> nn.Module:
-    """``create_model(MODEL.ARCH, ...)`` with the config's class count, frames and regularisation.
+def build_model(cfg: CfgNode, *, compile: bool | None = None) -> nn.Module:
+    """``create_model(MODEL.ARCH, ...)`` with the config's class count, frames and regularisation, compiled
+    in place with ``MODEL.COMPILE`` (``nn.Module.compile``: the state_dict keys stay the same, so checkpoints
+    are interchangeable with eager runs). ``compile``: override MODEL.COMPILE (export builds eager models).
 
     Raises:
         ValueError: MODEL.ARCH is an image model (the message names the video models).
@@ -51,7 +53,7 @@ def build_model(cfg: CfgNode) -> nn.Module:
     from regionvit_video.models import check_video_model, create_model
 
     check_video_model(cfg.MODEL.ARCH)
-    return create_model(
+    model = create_model(
         cfg.MODEL.ARCH,
         num_classes=cfg.MODEL.NUM_CLASSES,
         num_frames=cfg.DATA.NUM_FRAMES,
@@ -61,6 +63,11 @@ def build_model(cfg: CfgNode) -> nn.Module:
         time_embed_init=cfg.MODEL.TIME_EMBED_INIT,
         temporal_fc_init=cfg.MODEL.TEMPORAL_FC_INIT,
     )
+    if cfg.MODEL.COMPILE if compile is None else compile:
+        model.compile(backend=cfg.MODEL.COMPILE_BACKEND)
+        logger.info("MODEL.COMPILE: %s is compiled with torch.compile (backend %s; the first iterations compile)",
+                    cfg.MODEL.ARCH, cfg.MODEL.COMPILE_BACKEND)
+    return model
 
 
 def seed_everything(seed: int) -> None:

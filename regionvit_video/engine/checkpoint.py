@@ -243,8 +243,9 @@ class InferenceWeights:
 
 
 def resolve_inference_weights(cfg, *, allow_pretrained: bool = False, job: str = "test") -> InferenceWeights:
-    """``TEST.CHECKPOINT_FILE_PATH``, else the newest checkpoint in ``OUTPUT_DIR/checkpoints``, else (with
-    ``allow_pretrained``: features of a backbone) ``MODEL.PRETRAINED``.
+    """``TEST.CHECKPOINT_FILE_PATH`` (a training checkpoint, or a pretrained folder of
+    :func:`regionvit_video.models.save_pretrained`), else the newest checkpoint in ``OUTPUT_DIR/checkpoints``,
+    else (with ``allow_pretrained``: features of a backbone) ``MODEL.PRETRAINED``.
 
     Args:
         cfg: the config.
@@ -256,7 +257,11 @@ def resolve_inference_weights(cfg, *, allow_pretrained: bool = False, job: str =
             model is never run silently.
     """
     if cfg.TEST.CHECKPOINT_FILE_PATH:
+        from regionvit_video.models.pretrained import is_pretrained_folder
+
         path = Path(cfg.TEST.CHECKPOINT_FILE_PATH)
+        if is_pretrained_folder(path) or str(path).startswith("hf-hub:"):
+            return InferenceWeights(path, "folder")
         if not path.is_file():
             raise NoCheckpointError(f"TEST.CHECKPOINT_FILE_PATH: checkpoint {path} does not exist")
         return InferenceWeights(path, "checkpoint")
@@ -264,7 +269,7 @@ def resolve_inference_weights(cfg, *, allow_pretrained: bool = False, job: str =
     if latest is not None:
         return InferenceWeights(latest, "checkpoint")
     if allow_pretrained and cfg.MODEL.PRETRAINED:
-        if not Path(cfg.MODEL.PRETRAINED).is_file():
+        if not Path(cfg.MODEL.PRETRAINED).exists():
             raise NoCheckpointError(f"MODEL.PRETRAINED: {cfg.MODEL.PRETRAINED} does not exist")
         return InferenceWeights(Path(cfg.MODEL.PRETRAINED), "pretrained")
     raise NoCheckpointError(
@@ -274,12 +279,13 @@ def resolve_inference_weights(cfg, *, allow_pretrained: bool = False, job: str =
 
 
 def load_inference_model(cfg, dist_info, *, checkpoint: str | Path | None = None, allow_pretrained: bool = False,
-                         job: str = "test") -> tuple[torch.nn.Module, InferenceWeights]:
+                         job: str = "test", compile: bool | None = None) -> tuple[torch.nn.Module, InferenceWeights]:
     """The model of ``cfg`` with its inference weights, in eval mode on ``dist_info.device``.
 
     The weights are ``checkpoint`` when given, else :func:`resolve_inference_weights`; with several
     processes every process must call this, and all use rank 0's choice (a run may still be writing
-    new checkpoints). The model is built after seeding with ``RNG_SEED + rank``, as in training.
+    new checkpoints). The model is built after seeding with ``RNG_SEED + rank``, as in training, and
+    compiled with MODEL.COMPILE unless ``compile`` says otherwise.
 
     Returns:
         ``(model, weights)``.
@@ -293,13 +299,17 @@ def load_inference_model(cfg, dist_info, *, checkpoint: str | Path | None = None
     if dist_info.distributed:
         weights = InferenceWeights(shared_file(weights.path), weights.kind)
     seed_everything(cfg.RNG_SEED + dist_info.rank)
-    model = build_model(cfg)
+    model = build_model(cfg, compile=compile)
     if weights.kind == "checkpoint":
         ck = load_checkpoint(weights.path)
         load_model_state(model, ck["model_state"], source=str(weights.path))
         if not ck.get("epoch_complete", True):
             logger.warning("%s is a mid-epoch checkpoint (epoch %s, iteration %s)", weights.path, ck.get("epoch"),
                            ck.get("iteration"))
+    elif weights.kind == "folder":  # every weight of the model, strictly, as from_pretrained loads them
+        from regionvit_video.models.pretrained import load_pretrained_folder
+
+        load_pretrained_folder(model, weights.path, expect_architecture=cfg.MODEL.ARCH)
     else:
         load_pretrained(model, weights.path, temporal_init=cfg.MODEL.TEMPORAL_INIT)
     logger.info("weights: %s (%s)", weights.path, weights.kind)

@@ -158,11 +158,18 @@ class RelPosAttention(nn.Module):
                 window_bias = base.masked_fill(~mask[:, None], torch.finfo(q.dtype).min)  # nW, heads, N, N
         else:
             attend, window_bias = self._explicit, None
-        outs = [attend(q[i:i + step], k[i:i + step], v[i:i + step], bias, mask, window_bias, num_windows)
-                for i in range(0, Bp, step)]
-        out = outs[0] if len(outs) == 1 else torch.cat(outs)  # B', heads, N, head_dim
+        # Under torch.compile / torch.export the batch may be symbolic: one call, no Python loop over it (a
+        # loop would fix the exported graph's batch size).
+        if torch.compiler.is_compiling() or Bp <= step:
+            out = attend(q, k, v, bias, mask, window_bias, num_windows)  # B', heads, N, head_dim
+        else:
+            out = torch.cat([attend(q[i:i + step], k[i:i + step], v[i:i + step], bias, mask, window_bias, num_windows)
+                             for i in range(0, Bp, step)])
 
-        out = out.transpose(1, 2).reshape(Bp, N, C)  # B', heads, N, head_dim -> B', N, C
+        # B', heads, N, head_dim -> B', N, C through an explicit contiguous copy: a plain reshape is traced by
+        # torch.export as a view with the strides of the CPU flash kernel's output, which the ONNX exporter's
+        # SDPA (another layout) cannot take with the (1, heads, N, N) bias mask. Same values, bit for bit.
+        out = out.transpose(1, 2).clone(memory_format=torch.contiguous_format).view(Bp, N, C)
         return self.proj_drop(self.proj(out))
 
     def _sdpa(self, q, k, v, bias, mask, window_bias, num_windows) -> torch.Tensor:

@@ -103,7 +103,15 @@ def check_video_model(name: str) -> None:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; keyword arguments override the variant's defaults.
 
+    The model records how it was built: ``model.pretrained_cfg["architecture"]`` (the name) and
+    ``model.model_args`` (the keyword arguments), which is what ``save_pretrained`` writes.
+
     Raises:
         KeyError: the name is not registered (the message lists close matches).
     """
-    return model_info(name).entrypoint(**kwargs)
+    model = model_info(name).entrypoint(**kwargs)
+    # What rebuilds this model (save_pretrained writes it to config.json): the registered name, and the
+    # arguments given here (the variant's own defaults come with the name, as in timm).
+    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "architecture": name}
+    model.model_args = dict(kwargs)
+    return model

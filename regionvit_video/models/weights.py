@@ -1,10 +1,11 @@
 """Loading weights into a model: official RegionViT / timm ViT files, this toolkit's checkpoints, inflation.
 
-``load_pretrained(model, path)`` reads the file safely (``weights_only``), unwraps it, lets the model adapt
-it (its ``filter_pretrained``, timm's ``checkpoint_filter_fn``: RegionViT's aliases, det_norm keys and
-window-size changes, the video models' inflation), re-initialises a classifier of another size, refuses any
-other shape mismatch, loads, and returns a :class:`LoadReport`. Missing and unexpected keys are always
-logged. What is specific to a model lives in the model's file; this module knows only state dicts.
+``load_pretrained(model, path)`` reads the file safely (``weights_only``, or safetensors for a pretrained
+folder written by ``save_pretrained``), unwraps it, lets the model adapt it (its ``filter_pretrained``,
+timm's ``checkpoint_filter_fn``: RegionViT's aliases, det_norm keys and window-size changes, the video
+models' inflation), re-initialises a classifier of another size, refuses any other shape mismatch, loads,
+and returns a :class:`LoadReport`. Missing and unexpected keys are always logged. What is specific to a
+model lives in the model's file; this module knows only state dicts.
 """
 from __future__ import annotations
 
@@ -86,6 +87,21 @@ def _tied_keys(model: nn.Module, keys: list[str], loaded: set[str]) -> set[str]:
     return {k for k in keys if k in own and id(own[k]) in loaded_ids}
 
 
+def _read_checkpoint(path: str) -> Any:
+    """A pretrained folder (its model.safetensors, checked against config.json), a .safetensors file, or a
+    torch file read with ``weights_only``."""
+    from regionvit_video.models import pretrained
+
+    if os.path.isdir(path):
+        config = pretrained.read_pretrained_config(path)
+        weights = config.get("weights") or {}
+        return pretrained.read_safetensors(os.path.join(path, weights.get("file", pretrained.WEIGHTS_NAME)),
+                                           sha256=weights.get("sha256"))
+    if path.endswith(".safetensors"):
+        return pretrained.read_safetensors(path)
+    return safe_torch_load(path)
+
+
 def _classifier_name(model: nn.Module) -> str:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return cfg.get("classifier", "head")
@@ -100,7 +116,8 @@ def load_pretrained(
 ) -> LoadReport:
     """Load a checkpoint file into ``model`` and say what happened.
 
-    Steps: read with :func:`~regionvit_video.utils.io.safe_torch_load`; take ``ck['model']``, else
+    Steps: read the file (a pretrained folder's ``model.safetensors``, checked against its config.json; a
+    ``.safetensors`` file; else :func:`~regionvit_video.utils.io.safe_torch_load`); take ``ck['model']``, else
     ``ck['model_state']``, else the bare state_dict; strip ``module.``; let the model adapt it
     (``model.filter_pretrained(sd, temporal_init=...)``: for RegionViT the ``proj_cls`` aliases, the
     ``norm0..3`` det_norm keys it lacks and window-size changes; for video models also the inflation);
@@ -108,7 +125,7 @@ def load_pretrained(
 
     Args:
         model: the model to fill (in place).
-        path: checkpoint file.
+        path: checkpoint file, ``.safetensors`` file, or pretrained folder (save_pretrained).
         temporal_init: for video models loading image weights: ``"zero"`` (fresh temporal weights) or
             ``"copy"`` (from the spatial attention / norm1); ``temporal_fc`` is zero either way.
         strict_shapes: a shape mismatch outside the classifier raises ``ValueError``; with ``False`` it is
@@ -118,12 +135,12 @@ def load_pretrained(
         A :class:`LoadReport`.
 
     Raises:
-        FileNotFoundError, UnsafeCheckpointError: from reading the file.
+        FileNotFoundError, UnsafeCheckpointError, PretrainedFormatError: from reading the file.
         ValueError: no state_dict in the file, or a shape mismatch (naming the key and both shapes).
     """
     path = str(path)
     report = LoadReport(path=path)
-    sd = unwrap_state_dict(safe_torch_load(path), path)
+    sd = unwrap_state_dict(_read_checkpoint(path), path)
     own = model.state_dict()
     if hasattr(model, "filter_pretrained"):  # every registered model has it; a plain nn.Module loads as it is
         before = {k: tuple(v.shape) for k, v in sd.items()}

@@ -10,19 +10,15 @@ checkpoint load (trainer.build_ema) fixes both.
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import time
-
 import pytest
 import torch
 
 from regionvit_video.config import load_config
-from tiny_datasets import make_kinetics_folder
 from regionvit_video.engine import checkpoint as ck
 from regionvit_video.engine import train
 from regionvit_video.utils.io import safe_torch_load
+from runs import fork, free_port, rank_env, wait
+from tiny_datasets import make_kinetics_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,59 +39,35 @@ def ema_cfg(dataset, out, *extra):
     return load_config(None, [str(o) for o in opts])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _train_recording_ema(cfgs, rank: int, tmp_path) -> int:
+    """In a forked gloo process: train ``cfgs`` one after the other, save the weights of the last EMA made."""
+    import timm.utils
+
+    from regionvit_video.engine.distributed import cleanup_distributed, init_distributed
+
+    made = []
+
+    class RecordedEma(timm.utils.ModelEmaV3):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    timm.utils.ModelEmaV3 = RecordedEma
+    di = init_distributed("cpu", "gloo")
+    for cfg in cfgs:
+        train(cfg, di)
+    torch.save(made[-1].module.state_dict(), tmp_path / f"ema_rank{rank}.pt")
+    cleanup_distributed()
+    return 0
 
 
 def _ema_of_each_rank(cfgs, tmp_path) -> list[dict[str, torch.Tensor]]:
     """Train ``cfgs`` one after the other in 2 forked gloo processes; each process saves the weights of the
     last EMA it made (timm's ModelEmaV3, recorded)."""
-    port = _free_port()
-    pids = []
-    for rank in range(2):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                import timm.utils
-
-                from regionvit_video.engine.distributed import cleanup_distributed, init_distributed
-
-                made = []
-
-                class RecordedEma(timm.utils.ModelEmaV3):
-                    def __init__(self, *args, **kwargs):
-                        super().__init__(*args, **kwargs)
-                        made.append(self)
-
-                timm.utils.ModelEmaV3 = RecordedEma
-                torch.set_num_threads(1)
-                os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-                di = init_distributed("cpu", "gloo")
-                for cfg in cfgs:
-                    train(cfg, di)
-                torch.save(made[-1].module.state_dict(), tmp_path / f"ema_rank{rank}.pt")
-                cleanup_distributed()
-                code = 0
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    deadline, codes = time.time() + 300, {}
-    while len(codes) < 2 and time.time() < deadline:
-        for pid in pids:
-            if pid not in codes:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    codes[pid] = os.waitstatus_to_exitcode(status)
-        time.sleep(0.2)
-    for pid in pids:
-        if pid not in codes:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    assert list(codes.values()) == [0, 0], f"exit codes {codes}"
+    port = free_port()
+    pids = [fork(_train_recording_ema, cfgs, rank, tmp_path, env=rank_env(rank, 2, port)) for rank in range(2)]
+    codes = [wait(pid) for pid in pids]
+    assert codes == [0, 0], f"exit codes {codes}"
     return [torch.load(tmp_path / f"ema_rank{r}.pt") for r in range(2)]
 
 

@@ -154,23 +154,38 @@ def test_torchrun_restarts_a_killed_rank_from_the_newest_checkpoint(data, tmp_pa
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "--max-restarts", "3", str(REPO / "run_net.py"), *argv]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        try:
-            deadline = time.monotonic() + 300
-            while ck.latest_checkpoint(out) is None or not (victims := _rank_processes(psutil.Process(proc.pid), 1)):
-                assert proc.poll() is None and time.monotonic() < deadline, "torchrun ended before the kill"
-                time.sleep(0.05)
-            killed_after = ck.latest_checkpoint(out)
-            for victim in victims:  # no cleanup runs, as when a node is lost
-                victim.kill()
-            output, _ = proc.communicate(timeout=400)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victims = []
+
+    def rank_1_after_a_checkpoint() -> bool:
+        victims[:] = _rank_processes(psutil.Process(proc.pid), 1) if ck.latest_checkpoint(out) else []
+        return bool(victims)
+
+    def kill() -> None:  # no cleanup runs, as when a node is lost
+        for victim in victims:
+            victim.kill()
+
+    output = _act_when(proc, rank_1_after_a_checkpoint, kill, "torchrun ended before the kill")
+    killed_after = ck.latest_checkpoint(out)
     assert proc.returncode == 0, output[-3000:]
     log = (out / "stdout.log").read_text()
     assert "resumed from" in log, log[-2000:]
     assert_same_final_weights(reference[2], final_checkpoint(out, EPOCHS), f"(killed after {killed_after.name})")
+
+
+def _act_when(proc: subprocess.Popen, ready, act, ended: str, timeout: float = 300) -> str:
+    """Once ``ready()`` holds, ``act()`` on the running ``proc``; then its output when it ends."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, ended
+            time.sleep(0.01)
+        act()
+        return proc.communicate(timeout=400)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _submitit(data, out: Path, job_dir: Path, tasks: int) -> subprocess.Popen:
@@ -200,20 +215,15 @@ def test_submitit_job_of_two_tasks_requeues_itself_on_its_preemption_signal(data
     at = random.Random(seed).randint(1, EPOCHS * VIDEOS // 2 - 1)
     why = f"(SIGUSR2 after iteration {at}; rerun with PREEMPT_SEED_3={seed})"
     out, job_dir = tmp_path / "out", tmp_path / "job"
-    with _submitit(data, out, job_dir, 2) as proc:
-        try:
-            deadline = time.monotonic() + 300
-            while train_iters_logged(out) < at:
-                assert proc.poll() is None and time.monotonic() < deadline, f"the job ended before the signal {why}"
-                time.sleep(0.005)
-            task0 = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                     if p.environ().get("SUBMITIT_LOCAL_GLOBALID") == "0" and "_submit" in " ".join(p.cmdline())]
-            assert task0, why
-            task0[0].send_signal(signal.SIGUSR2)
-            output, _ = proc.communicate(timeout=400)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    proc = _submitit(data, out, job_dir, 2)
+
+    def signal_task_0() -> None:
+        task0 = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                 if p.environ().get("SUBMITIT_LOCAL_GLOBALID") == "0" and "_submit" in " ".join(p.cmdline())]
+        assert task0, why
+        task0[0].send_signal(signal.SIGUSR2)
+
+    output = _act_when(proc, lambda: train_iters_logged(out) >= at, signal_task_0, f"the job ended before the signal {why}")
     assert proc.returncode == 0, output[-3000:]
     log = (out / "stdout.log").read_text()
     assert "preempted: stopped by SIGUSR2 after writing" in log and "resumed from" in log, why

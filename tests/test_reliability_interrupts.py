@@ -22,6 +22,7 @@ import torch
 
 from regionvit_video.engine import checkpoint as ck
 from regionvit_video.engine.log import setup_logging
+from runs import assert_same_final_weights, fork, train_iters_logged, wait
 from tiny_datasets import make_kinetics_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,42 +50,8 @@ def _command(data: dict, out: Path, *extra: str) -> list[str]:
     return ["--cfg", str(REPO / "configs" / "demo.yaml"), *opts]
 
 
-def _fork(fn, *args) -> int:
-    """Run ``fn(*args)`` in a forked child whose exit code is its return value; returns the pid."""
-    pid = os.fork()
-    if pid == 0:
-        code = 70
-        try:
-            torch.set_num_threads(1)
-            code = int(fn(*args) or 0)
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _wait(pid: int, timeout: float = 300, why: str = "") -> int:
-    """Exit code of ``pid`` (negative: killed by that signal); SIGKILLs it after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    raise AssertionError(f"process {pid} did not finish within {timeout} s {why}".rstrip())
-
-
 def _run(run_net, argv: list[str], why: str = "") -> int:
-    return _wait(_fork(run_net.main, argv), why=why)
-
-
-def _train_iters_logged(out: Path) -> int:
-    try:
-        lines = (out / "json_stats.log").read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    return sum('"_type": "train_iter"' in line for line in lines)
+    return wait(fork(run_net.main, argv), why=why)
 
 
 def _final(out: Path) -> dict:
@@ -113,14 +80,14 @@ def _killed_holding_the_bar_lock_then_draw_a_bar() -> int:
         tqdm.write("a log line", file=io.StringIO())
         return 0
 
-    assert _wait(_fork(die_holding_the_lock)) == -signal.SIGKILL
-    return _wait(_fork(draw_a_bar), timeout=30)
+    assert wait(fork(die_holding_the_lock)) == -signal.SIGKILL
+    return wait(fork(draw_a_bar), timeout=30)
 
 
 def test_a_process_killed_holding_the_progress_bar_lock_does_not_block_the_next_bar():
     # A killed run, or a DataLoader worker ended by the decode timeout's hard bound while it logged a line,
     # once left tqdm's cross-process lock held: the next run forked from the same process hung in its first bar.
-    assert _wait(_fork(_killed_holding_the_bar_lock_then_draw_a_bar), timeout=120) == 0
+    assert wait(fork(_killed_holding_the_bar_lock_then_draw_a_bar), timeout=120) == 0
 
 
 def test_sigkill_at_a_random_iteration_then_same_command_resumes_to_identical_weights(data, tmp_path, run_net):
@@ -133,16 +100,16 @@ def test_sigkill_at_a_random_iteration_then_same_command_resumes_to_identical_we
 
     out = tmp_path / "killed"
     cmd = _command(data, out)
-    pid = _fork(run_net.main, cmd)
+    pid = fork(run_net.main, cmd)
     try:
         deadline = time.monotonic() + 300
-        while _train_iters_logged(out) < kill_after and time.monotonic() < deadline:
+        while train_iters_logged(out) < kill_after and time.monotonic() < deadline:
             if os.waitpid(pid, os.WNOHANG)[0]:
                 raise AssertionError(f"the run ended by itself before the kill {why}")
             time.sleep(0.005)
     finally:
         os.kill(pid, signal.SIGKILL)
-    assert _wait(pid, why=why) == -signal.SIGKILL, why
+    assert wait(pid, why=why) == -signal.SIGKILL, why
     # The kill may land before the first checkpoint is written (then the rerun starts over) or anywhere after.
     before = ck.latest_checkpoint(out)
     assert before is None or before.name != ck.checkpoint_name(2), f"{before} {why}"
@@ -155,13 +122,8 @@ def test_sigkill_at_a_random_iteration_then_same_command_resumes_to_identical_we
         assert "resumed from" not in log, why
 
     a, b = _final(ref_out), _final(out)
-    assert a["global_step"] == b["global_step"] == TOTAL_ITERS, why
-    for key in ("model_state", "ema_state"):
-        assert a[key].keys() == b[key].keys()
-        for name, value in a[key].items():
-            assert torch.equal(value, b[key][name]), f"{key}.{name} differs {why}"
-    for sa, sb in zip(a["optimizer_state"]["state"].values(), b["optimizer_state"]["state"].values()):
-        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"]), why
+    assert a["global_step"] == TOTAL_ITERS, why
+    assert_same_final_weights(a, b, why)
 
 
 BIG_BYTES = 2 * 4096 * 4096 * 4
@@ -187,7 +149,7 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoints_intact(tmp_pat
                        global_step=8)
     before = {p.name: p.read_bytes() for p in ck.list_checkpoints(out)}
 
-    pid = _fork(_write_big_checkpoint, target)
+    pid = fork(_write_big_checkpoint, target)
     partial = None
     try:
         deadline = time.monotonic() + 120
@@ -198,7 +160,7 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoints_intact(tmp_pat
             time.sleep(0.001)
     finally:
         os.kill(pid, signal.SIGKILL)
-    code = _wait(pid)
+    code = wait(pid)
     assert partial is not None, f"the write was not caught in progress (exit {code})"
     assert code == -signal.SIGKILL
 

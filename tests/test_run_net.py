@@ -7,27 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from regionvit_video.engine import checkpoint as ck
+from runs import fork, free_port, rank_env, wait
 from tiny_datasets import make_kinetics_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _argv(data: dict, out: Path, *extra: str) -> list[str]:
@@ -55,33 +47,10 @@ def test_two_process_train_and_test_equal_one_process_test(tmp_path, run_net):
     # 5 entries: 2 processes pad the list to 6 (one video twice), which must not count twice.
     (tmp_path / "data" / "test5.csv").write_text("\n".join(good[:4] + ["broken.mp4 2"]) + "\n")
     out2 = tmp_path / "two_procs"
-    port = _free_port()
-    pids = []
-    for rank in range(2):
-        pid = os.fork()
-        if pid == 0:  # a torchrun-launched process
-            code = 1
-            try:
-                torch.set_num_threads(1)
-                os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-                code = run_net.main(_argv(data, out2))
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    deadline, codes = time.time() + 400, {}
-    while len(codes) < 2 and time.time() < deadline:
-        for pid in pids:
-            if pid not in codes:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    codes[pid] = os.waitstatus_to_exitcode(status)
-        time.sleep(0.2)
-    for pid in pids:
-        if pid not in codes:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    assert list(codes.values()) == [0, 0], f"exit codes {codes} (timeout: {len(codes) < 2})"
+    port = free_port()  # two processes joined as torchrun joins them
+    pids = [fork(run_net.main, _argv(data, out2), env=rank_env(rank, 2, port)) for rank in range(2)]
+    codes = [wait(pid, timeout=400) for pid in pids]
+    assert codes == [0, 0], f"exit codes {codes}"
 
     # Rank 0 wrote everything; 1 iteration per epoch (6 videos / 2 processes / batch 2).
     ckpt = ck.checkpoint_dir(out2) / "checkpoint_epoch_00001.pyth"

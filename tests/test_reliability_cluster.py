@@ -173,6 +173,33 @@ def test_torchrun_restarts_a_killed_rank_from_the_newest_checkpoint(data, tmp_pa
     assert_same_final_weights(reference[2], final_checkpoint(out, EPOCHS), f"(killed after {killed_after.name})")
 
 
+_RESTARTED_GROUP = """
+import os, sys
+import torch.distributed as dist
+from regionvit_video.engine.distributed import init_distributed
+init_distributed(device="cpu")
+store, restart = dist.distributed_c10d._get_default_store(), os.environ["TORCHELASTIC_RESTART_COUNT"]
+if restart == "0":
+    store.set("left_by_the_first_group", "1")
+    dist.barrier()
+    sys.exit(3 if dist.get_rank() == 1 else 0)
+assert not store.check(["left_by_the_first_group"]), "the restarted group reads the first group's keys"
+dist.barrier()
+"""
+
+
+def test_a_group_restarted_by_torchrun_does_not_see_the_previous_groups_store_keys(tmp_path):
+    """torch 2.14's torchrun shares one store across restarts (PyTorch #135712): without a per-restart prefix a
+    restarted group reads its predecessor's gloo/NCCL addresses and fails or hangs, one run in a few."""
+    script = tmp_path / "worker.py"
+    script.write_text(_RESTARTED_GROUP)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--max-restarts", "1", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
 def _act_when(proc: subprocess.Popen, ready, act, ended: str, timeout: float = 300) -> str:
     """Once ``ready()`` holds, ``act()`` on the running ``proc``; then its output when it ends."""
     try:
@@ -181,7 +208,7 @@ def _act_when(proc: subprocess.Popen, ready, act, ended: str, timeout: float = 3
             assert proc.poll() is None and time.monotonic() < deadline, ended
             time.sleep(0.01)
         act()
-        return proc.communicate(timeout=400)[0]
+        return proc.communicate(timeout=240)[0]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -93,9 +93,40 @@ def init_distributed(
     if backend == "auto":
         backend = "nccl" if dev.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method=method, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(minutes=timeout_minutes))
+        timeout = datetime.timedelta(minutes=timeout_minutes)
+        store = elastic_attempt_store(world, timeout) if method == "env://" else None
+        if store is not None:
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, init_method=method, rank=rank, world_size=world,
+                                    timeout=timeout)
     return DistInfo(rank, world, local_rank, dev, backend)
+
+
+def elastic_attempt_store(world: int, timeout: datetime.timedelta):
+    """The store for this restart of a torchrun worker group, or None to let ``env://`` make one.
+
+    torchrun's c10d rendezvous hands its workers one TCPStore server for the whole job
+    (``TORCHELASTIC_USE_AGENT_STORE=True``), and torch 2.14's ``env://`` no longer scopes it per restart. After
+    ``--max-restarts`` restarts a group, its processes can read the previous group's addresses (gloo's
+    ``connectFullMesh``: "Connection refused"; NCCL: the previous unique id) and fail or hang (PyTorch issue
+    #135712). With one agent (one machine) ``TORCHELASTIC_RESTART_COUNT`` numbers the groups consistently, so
+    each group gets its own key prefix. With several machines the agents count restarts separately; there the
+    fix is torch's own switch, ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` in torchrun's environment (a fresh store
+    per group), and this function says so.
+    """
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or int(env.get("TORCHELASTIC_MAX_RESTARTS", "0")) == 0:
+        return None
+    if int(env.get("GROUP_WORLD_SIZE", "1")) > 1:
+        if int(env.get("RANK", "0")) == 0:
+            logger.warning("torchrun --max-restarts on %s machines shares one rendezvous store between restarts; "
+                           "set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun so a restarted group cannot read "
+                           "the previous group's addresses", env["GROUP_WORLD_SIZE"])
+        return None
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"regionvit_video/restart_{attempt}", store)
 
 
 def cluster_job_id() -> str | None:

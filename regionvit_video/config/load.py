@@ -35,6 +35,7 @@ from regionvit_video.config.defaults import get_cfg
 from regionvit_video.data.datasets import DATASETS
 from regionvit_video.data.decoder import BACKENDS
 from regionvit_video.data.sampling import SAMPLINGS, STRIDE_UNITS
+from regionvit_video.data.stream import LIVE_MODES, is_live_source
 from regionvit_video.data.transforms import SPATIAL_CROPS
 from regionvit_video.layers.time_embed import TEMPORAL_FC_INITS, TEMPORAL_INITS, TIME_EMBED_INITS
 from regionvit_video.utils.checkpoint_files import checkpoint_dir, latest_checkpoint
@@ -308,7 +309,7 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str], sources: dict[str, str] |
 def derive_config(cfg: CfgNode, sources: dict[str, str]) -> list[str]:
     """Settings implied by other settings; applied after merging, before validation.
 
-    Rule: an inference job (``FEATURES.ENABLE`` or ``PREDICT.ENABLE`` True) does not train or test
+    Rule: an inference job (``FEATURES.ENABLE``, ``PREDICT.ENABLE`` or ``TIMELINE.ENABLE`` True) does not train or test
     unless asked to: ``TRAIN.ENABLE`` and ``TEST.ENABLE`` (True by default) become False unless
     they were set explicitly, in the YAML chain or on the command line.
 
@@ -321,7 +322,7 @@ def derive_config(cfg: CfgNode, sources: dict[str, str]) -> list[str]:
         One message per derivation made (for the log).
     """
     notes: list[str] = []
-    jobs = [k for k in ("FEATURES.ENABLE", "PREDICT.ENABLE") if cfg[k.split(".")[0]].ENABLE]
+    jobs = [k for k in INFERENCE_JOBS if cfg[k.split(".")[0]].ENABLE]
     if jobs:
         off = [k for k in ("TRAIN.ENABLE", "TEST.ENABLE") if k not in sources and cfg[k.split(".")[0]].ENABLE]
         for key in off:
@@ -382,6 +383,8 @@ LR_SCALING_CHOICES = ("none", "linear")  # engine.optim.lr_scale applies them
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 BACKEND_CHOICES = ("auto", "nccl", "gloo")
 FEATURE_MODES = ("video", "clips")
+# The switches of the inference jobs (derive_config: they turn training and testing off unless asked for).
+INFERENCE_JOBS = ("FEATURES.ENABLE", "PREDICT.ENABLE", "TIMELINE.ENABLE")
 FEATURE_DTYPES = ("float32", "float16")
 
 
@@ -460,6 +463,17 @@ def _check_inference(c: _Checker) -> None:
     c.choice("FEATURES.DTYPE", FEATURE_DTYPES)
     c.choice("FEATURES.STRIDE_UNIT", STRIDE_UNITS)
     c.check("FEATURES.STRIDE", c.cfg.FEATURES.STRIDE > 0, "must be > 0")
+
+
+def _check_timeline(c: _Checker) -> None:
+    """TIMELINE: the window, the thresholds, the live settings."""
+    for key in ("TIMELINE.WINDOW_SECONDS", "TIMELINE.STRIDE_SECONDS", "TIMELINE.STALL_SECONDS"):
+        v = c.get(key)
+        c.check(key, isinstance(v, (int, float)) and math.isfinite(v) and v > 0, "must be a number of seconds > 0")
+    c.in_unit("TIMELINE.SCORE_THRESHOLD")
+    for key in ("TIMELINE.TOP_K", "TIMELINE.BATCH_SIZE"):
+        c.at_least(key, 1)
+    c.choice("TIMELINE.LIVE_MODE", LIVE_MODES)
 
 
 def _check_data(c: _Checker) -> None:
@@ -548,7 +562,8 @@ def validate_config(
         ConfigError: one line per problem, each naming the key and where it was set.
     """
     c = _Checker(cfg, sources or {})
-    for section in (_check_run, _check_train, _check_inference, _check_data, _check_model, _check_solver):
+    for section in (_check_run, _check_train, _check_inference, _check_timeline, _check_data, _check_model,
+                    _check_solver):
         section(c)
     if check_paths:
         _check_paths(c)
@@ -603,6 +618,14 @@ def _check_paths(c: _Checker) -> None:
             c.err("FEATURES.INPUT", f"{cfg.FEATURES.INPUT!r} does not exist")
     if cfg.PREDICT.ENABLE and not os.path.isfile(cfg.PREDICT.INPUT):
         c.err("PREDICT.INPUT", f"video {cfg.PREDICT.INPUT!r} does not exist")
+    if cfg.TIMELINE.ENABLE:
+        source = cfg.TIMELINE.INPUT
+        if not source:
+            c.err("TIMELINE.INPUT", "is empty; set it to a video file, a camera (/dev/video0), a URL or - (stdin)")
+        elif not os.path.isfile(source) and not is_live_source(source):
+            c.err("TIMELINE.INPUT", f"video {source!r} does not exist (and is not a camera, a URL or -)")
+        elif source.startswith("/dev/video") and not os.path.exists(source):
+            c.err("TIMELINE.INPUT", f"camera {source!r} does not exist")
     if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE and not cfg.TEST.CHECKPOINT_FILE_PATH:
         if latest_checkpoint(cfg.OUTPUT_DIR) is None:
             c.err("TEST.CHECKPOINT_FILE_PATH", f"is empty and {checkpoint_dir(cfg.OUTPUT_DIR)} holds no checkpoint, "

@@ -183,3 +183,13 @@ def test_live_mode_and_source_kinds():
     assert realtime_for("rtsp://x", "auto") and not realtime_for("-", "auto") and realtime_for("-", "realtime")
     assert not realtime_for("/dev/video0", "every_window")
     torch.manual_seed(0)
+
+
+def test_write_video_takes_frames_one_at_a_time(tmp_path):
+    """A long benchmark video is written from a generator, never held in memory: the same file as from an array."""
+    frames = _moving(12, h=31, w=45)  # odd sizes: padded per frame as the whole array is
+    write_video(tmp_path / "a.mp4", frames, fps=10)
+    write_video(tmp_path / "b.mp4", (f for f in frames), fps=10)
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+    with pytest.raises(ValueError, match="no frames"):
+        write_video(tmp_path / "c.mp4", iter([]))

@@ -8,22 +8,25 @@
 
 Jobs run in order when enabled: TRAIN (with per-epoch single-view validation), TEST (multi-view,
 the reportable number), FEATURES (feature extraction), PREDICT (top-k classes of one video), EXPORT
-(a pretrained folder or ONNX file with a parity report); each is a function of ``(cfg, dist_info)`` in
-:mod:`regionvit_video.engine`.
-TRAIN.ENABLE and TEST.ENABLE default to True, except in an inference job: with FEATURES.ENABLE or
-PREDICT.ENABLE True they are off unless set explicitly (in the YAML chain or on the command line), so
+(a pretrained folder or ONNX file with a parity report), TIMELINE (the actions of a long video or a live
+stream over time); each is a function of ``(cfg, dist_info)`` in :mod:`regionvit_video.engine`.
+TRAIN.ENABLE and TEST.ENABLE default to True, except in an inference job: with FEATURES.ENABLE,
+PREDICT.ENABLE, EXPORT.ENABLE or TIMELINE.ENABLE True they are off unless set explicitly (in the YAML
+chain or on the command line), so
 
     python run_net.py --cfg configs/k400_regionvit_m.yaml FEATURES.ENABLE True FEATURES.INPUT videos/ \
         TEST.CHECKPOINT_FILE_PATH ck.pyth
     python run_net.py --cfg configs/k400_regionvit_m.yaml PREDICT.ENABLE True PREDICT.INPUT v.mp4 \
+        TEST.CHECKPOINT_FILE_PATH ck.pyth
+    python run_net.py --cfg configs/k400_regionvit_m.yaml TIMELINE.ENABLE True TIMELINE.INPUT long.mp4 \
         TEST.CHECKPOINT_FILE_PATH ck.pyth
 
 only extract features / predict (add ``TEST.ENABLE True`` to also test); the log says so.
 ``KEY VALUE`` pairs after the flags (or after ``--opts``) override the config; the config is
 validated before any work starts and written to OUTPUT_DIR/config.yaml.
 
-Exit status: 0 done; 1 a run that failed with a clear error (in the log); 2 a config error;
-75 (EX_TEMPFAIL) preempted by SIGTERM/SIGUSR1/SIGUSR2 after writing a checkpoint: the same command
+Exit status: 0 done; 1 a run that failed with a clear error (in the log; a stalled live stream too); 2 a
+config error; 75 (EX_TEMPFAIL) preempted by SIGTERM/SIGUSR1/SIGUSR2 after writing a checkpoint: the same command
 resumes (``run_with_submitit.py`` requeues the job itself).
 """
 from __future__ import annotations
@@ -33,7 +36,8 @@ import sys
 
 import regionvit_video  # noqa: F401  (installs the pytorchvideo import shim first)
 from regionvit_video.config.load import ConfigError, config_from_args, parse_args
-from regionvit_video.data import DatasetFormatError, DecodeTimeout, build_eval_dataset
+from regionvit_video.data import (DatasetFormatError, DecodeError, StreamError, StreamStalled,
+                                  build_eval_dataset)
 from regionvit_video.engine import (PREEMPTED_EXIT_CODE, CheckpointWriteError, NoCheckpointError, Preempted,
                                     TooManyBadVideosError, TrainingDivergedError, cleanup_distributed, init_distributed,
                                     multiview_test, setup_run, train)
@@ -42,13 +46,14 @@ from regionvit_video.engine.export import export
 from regionvit_video.engine.features import extract_features
 from regionvit_video.engine.predict import predict
 from regionvit_video.models import PretrainedFormatError, PretrainedNotFoundError
+from regionvit_video.engine.timeline import timeline
 from regionvit_video.utils.io import CheckpointReadError, UnsafeCheckpointError
 
 logger = logging.getLogger("regionvit_video.run_net")
 # Errors whose message says everything: no traceback.
 _CLEAN_ERRORS = (ConfigError, NoCheckpointError, TrainingDivergedError, TooManyBadVideosError, CheckpointWriteError,
-                 DatasetFormatError, CheckpointFormatError, UnsafeCheckpointError, CheckpointReadError, DecodeTimeout,
-                 PretrainedFormatError, PretrainedNotFoundError)
+                 DatasetFormatError, CheckpointFormatError, UnsafeCheckpointError, CheckpointReadError, DecodeError,
+                 StreamStalled, StreamError, PretrainedFormatError, PretrainedNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             predict(cfg, dist_info)
         if cfg.EXPORT.ENABLE:
             export(cfg, dist_info)
+        if cfg.TIMELINE.ENABLE:
+            timeline(cfg, dist_info)
     except Preempted as e:  # the checkpoint is written: the same command (or a requeued job) resumes
         logger.warning("preempted: %s; exit status %d", e, PREEMPTED_EXIT_CODE)
         return PREEMPTED_EXIT_CODE

@@ -260,6 +260,37 @@ _C.PREDICT.ENABLE = False
 _C.PREDICT.INPUT = ""
 _C.PREDICT.TOP_K = 5
 
+# ---------------------------------------------------------------------------------------------- #
+# Timeline of a long video or a live stream (engine/timeline.py)
+# ---------------------------------------------------------------------------------------------- #
+_C.TIMELINE = CfgNode()
+# Slide a window over TIMELINE.INPUT and write OUTPUT_DIR/timeline.{csv,png,json} and timeline_segments.csv,
+# with the test's checkpoint, frames and views in every window. As FEATURES.ENABLE: TRAIN.ENABLE and
+# TEST.ENABLE then default to False unless set explicitly.
+_C.TIMELINE.ENABLE = False
+# A video file; or a live source read with PyAV as it arrives: a camera ("/dev/video0"), a URL ("rtsp://...",
+# "http://...") or "-" for a stream on stdin (e.g. MPEG-TS: ffmpeg ... -f mpegts - | python run_net.py ...).
+_C.TIMELINE.INPUT = ""
+# Window length and stride in seconds (round(seconds x fps) frames; windows start every stride while they fit in
+# the video). DATA.NUM_FRAMES frames are sampled in each window as the test samples a whole video
+# (DATA.SAMPLING, TEST.NUM_ENSEMBLE_VIEWS clips), each with the TEST.NUM_SPATIAL_CROPS crops. Set the window to
+# the length of what the model was trained to recognise (the demo's clips: about 1 s; Kinetics: up to 10 s).
+_C.TIMELINE.WINDOW_SECONDS = 2.0
+_C.TIMELINE.STRIDE_SECONDS = 1.0
+# Windows whose top-1 probability is below this are left out of timeline_segments.csv (0: none left out).
+_C.TIMELINE.SCORE_THRESHOLD = 0.0
+# Classes (names and probabilities) per window in timeline.csv.
+_C.TIMELINE.TOP_K = 5
+# Windows per forward pass (a file; a live source predicts each window as it completes).
+_C.TIMELINE.BATCH_SIZE = 4
+# A live source that sends no frame for this long (or none within this long of starting) is reported as
+# stalled and the job ends (exit status 1) with what it predicted written.
+_C.TIMELINE.STALL_SECONDS = 10.0
+# When the model is slower than a live source: "realtime" skips the windows it could not take in time (its
+# predictions stay current; skipped windows are counted), "every_window" makes the reader wait (every window is
+# predicted, the predictions fall behind). "auto": realtime for cameras and URLs, every_window for stdin.
+_C.TIMELINE.LIVE_MODE = "auto"
+
 
 # ---------------------------------------------------------------------------------------------- #
 # Export (engine/export.py): the test's weights as a pretrained folder or an ONNX file

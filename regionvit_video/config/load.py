@@ -35,6 +35,7 @@ from regionvit_video.config.defaults import get_cfg
 from regionvit_video.data.datasets import DATASETS
 from regionvit_video.data.decoder import BACKENDS
 from regionvit_video.data.sampling import SAMPLINGS, STRIDE_UNITS
+from regionvit_video.data.stream import LIVE_MODES, is_live_source
 from regionvit_video.data.transforms import SPATIAL_CROPS
 from regionvit_video.layers.time_embed import TEMPORAL_FC_INITS, TEMPORAL_INITS, TIME_EMBED_INITS
 from regionvit_video.models.pretrained import is_pretrained_folder
@@ -309,9 +310,9 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str], sources: dict[str, str] |
 def derive_config(cfg: CfgNode, sources: dict[str, str]) -> list[str]:
     """Settings implied by other settings; applied after merging, before validation.
 
-    Rule: an inference job (``FEATURES.ENABLE``, ``PREDICT.ENABLE`` or ``EXPORT.ENABLE`` True) does not train or test
-    unless asked to: ``TRAIN.ENABLE`` and ``TEST.ENABLE`` (True by default) become False unless
-    they were set explicitly, in the YAML chain or on the command line.
+    Rule: an inference job (``FEATURES.ENABLE``, ``PREDICT.ENABLE``, ``EXPORT.ENABLE`` or ``TIMELINE.ENABLE``
+    True) does not train or test unless asked to: ``TRAIN.ENABLE`` and ``TEST.ENABLE`` (True by default) become
+    False unless they were set explicitly, in the YAML chain or on the command line.
 
     Args:
         cfg: the merged (not frozen) config, changed in place.
@@ -380,7 +381,7 @@ def load_config(
 MIXED_PRECISION_CHOICES = ("none", "bf16", "fp16")
 LR_POLICY_CHOICES = ("cosine", "steps_with_relative_lrs")
 # Jobs that only run a trained model: enabling one turns TRAIN/TEST off unless they are set (derive_config).
-INFERENCE_JOBS = ("FEATURES.ENABLE", "PREDICT.ENABLE", "EXPORT.ENABLE")
+INFERENCE_JOBS = ("FEATURES.ENABLE", "PREDICT.ENABLE", "EXPORT.ENABLE", "TIMELINE.ENABLE")
 EXPORT_FORMATS = ("pretrained", "onnx")
 EXPORT_WEIGHTS = ("model", "ema")
 MIN_ONNX_OPSET = 18  # the lowest opset the exporter writes a valid graph in (models/onnx_export.py)
@@ -469,6 +470,17 @@ def _check_inference(c: _Checker) -> None:
     c.choice("EXPORT.FORMAT", EXPORT_FORMATS)
     c.choice("EXPORT.WEIGHTS", EXPORT_WEIGHTS)
     c.at_least("EXPORT.OPSET", MIN_ONNX_OPSET)
+
+
+def _check_timeline(c: _Checker) -> None:
+    """TIMELINE: the window, the thresholds, the live settings."""
+    for key in ("TIMELINE.WINDOW_SECONDS", "TIMELINE.STRIDE_SECONDS", "TIMELINE.STALL_SECONDS"):
+        v = c.get(key)
+        c.check(key, isinstance(v, (int, float)) and math.isfinite(v) and v > 0, "must be a number of seconds > 0")
+    c.in_unit("TIMELINE.SCORE_THRESHOLD")
+    for key in ("TIMELINE.TOP_K", "TIMELINE.BATCH_SIZE"):
+        c.at_least(key, 1)
+    c.choice("TIMELINE.LIVE_MODE", LIVE_MODES)
 
 
 def _check_data(c: _Checker) -> None:
@@ -561,7 +573,8 @@ def validate_config(
         ConfigError: one line per problem, each naming the key and where it was set.
     """
     c = _Checker(cfg, sources or {})
-    for section in (_check_run, _check_train, _check_inference, _check_data, _check_model, _check_solver):
+    for section in (_check_run, _check_train, _check_inference, _check_timeline, _check_data, _check_model,
+                    _check_solver):
         section(c)
     if check_paths:
         _check_paths(c)
@@ -621,6 +634,14 @@ def _check_paths(c: _Checker) -> None:
             c.err("FEATURES.INPUT", f"{cfg.FEATURES.INPUT!r} does not exist")
     if cfg.PREDICT.ENABLE and not os.path.isfile(cfg.PREDICT.INPUT):
         c.err("PREDICT.INPUT", f"video {cfg.PREDICT.INPUT!r} does not exist")
+    if cfg.TIMELINE.ENABLE:
+        source = cfg.TIMELINE.INPUT
+        if not source:
+            c.err("TIMELINE.INPUT", "is empty; set it to a video file, a camera (/dev/video0), a URL or - (stdin)")
+        elif not os.path.isfile(source) and not is_live_source(source):
+            c.err("TIMELINE.INPUT", f"video {source!r} does not exist (and is not a camera, a URL or -)")
+        elif source.startswith("/dev/video") and not os.path.exists(source):
+            c.err("TIMELINE.INPUT", f"camera {source!r} does not exist")
     if (cfg.TEST.ENABLE or cfg.EXPORT.ENABLE) and not cfg.TRAIN.ENABLE and not cfg.TEST.CHECKPOINT_FILE_PATH:
         if latest_checkpoint(cfg.OUTPUT_DIR) is None:
             c.err("TEST.CHECKPOINT_FILE_PATH", f"is empty and {checkpoint_dir(cfg.OUTPUT_DIR)} holds no checkpoint, "

@@ -267,14 +267,32 @@ class PyAVReader(VideoReader):
     Frame ``i`` is the ``i``-th frame in presentation order, as in decord, so both give the
     same pixels on the same file. If the stream holds fewer frames than its header says, missing
     indices repeat the last decoded frame.
+
+    Reads in increasing order continue where the previous one stopped (a long video read window by
+    window decodes each frame once). With ``allow_seek`` set (long-video inference sets it), a read
+    that starts past a keyframe ahead of the current position seeks to that keyframe instead of
+    decoding up to it: the keyframes are found by one demuxing pass over the file (no decoding) the
+    first time a seek could help, and frames after a seek are numbered by their timestamps; a frame
+    whose timestamp is not in that table makes the read start again from the beginning, counting.
+    ``frames_decoded`` counts the frames the decoder produced.
     """
 
     backend = "pyav"
+    # The keyframe table is built (one demuxing pass) the first time a read starts this many frames ahead of
+    # the current position; once built, every read that a keyframe separates from the position seeks.
+    SEEK_MIN_GAP = 48
 
     def __init__(self, path: str, num_threads: int = 1):
         import av
 
         self.path = str(path)
+        self.allow_seek = False
+        self.frames_decoded = 0
+        self._decoded: Iterator | None = None  # (index, frame) from the current position
+        self._position = 0  # index of the next frame self._decoded yields
+        self._last_frame = None  # the last frame decoded (repeated past the real end)
+        self._keyframes: np.ndarray | None = None  # (K, 3) index, pts, dts; empty: cannot seek
+        self._pts_index: dict[int, int] = {}
         if not os.path.isfile(self.path):
             raise DecodeError(self.path, "file not found")
         try:
@@ -310,6 +328,93 @@ class PyAVReader(VideoReader):
         self._container.seek(0)
         return n
 
+    # -- positioning ------------------------------------------------------------------------- #
+    def _from_start(self) -> None:
+        """Decode from the first frame, numbering frames by counting (the reference numbering)."""
+        self._container.seek(0)
+        self._decoded, self._position = self._counted(), 0
+
+    def _counted(self) -> Iterator:
+        for i, frame in enumerate(self._container.decode(self._stream)):
+            yield i, frame
+
+    def _keyframe_table(self) -> np.ndarray:
+        """(index, pts, dts) rows of the keyframes, by presentation index (one demuxing pass, no decoding);
+        empty when timestamps cannot number the frames (missing or repeated pts)."""
+        if self._keyframes is None:
+            pts, keys = [], []
+            try:
+                self._container.seek(0)
+                for packet in self._container.demux(self._stream):
+                    if packet.size:
+                        pts.append(packet.pts)
+                        if packet.is_keyframe:
+                            keys.append((packet.pts, packet.dts if packet.dts is not None else packet.pts))
+            except DecodeTimeout:
+                raise
+            except Exception as e:  # noqa: BLE001  (no table: reads continue without seeking)
+                logger.debug("%s: no keyframe table (%s)", self.path, e)
+                pts = [None]
+            self._decoded = None  # the demuxing moved the container: the next read repositions
+            if any(p is None for p in pts) or len(set(pts)) != len(pts) or not keys:
+                self._keyframes = np.zeros((0, 3), np.int64)
+            else:
+                self._pts_index = {p: i for i, p in enumerate(sorted(pts))}
+                self._keyframes = np.array(sorted((self._pts_index[p], p, d) for p, d in keys), dtype=np.int64)
+        return self._keyframes
+
+    def _keyframe_before(self, target: int) -> tuple[int, int, int] | None:
+        """(index, pts, dts) of the last keyframe at or before frame ``target``; None without a table."""
+        table = self._keyframe_table()
+        k = int(np.searchsorted(table[:, 0], target, side="right")) - 1
+        return tuple(int(x) for x in table[k]) if k >= 0 else None
+
+    def _seek_to(self, index: int, pts: int, dts: int) -> None:
+        self._decoded, self._position = self._timestamped(index, pts, dts), index
+
+    def _timestamped(self, start: int, pts: int, dts: int) -> Iterator:
+        """Frames from keyframe ``start`` on, numbered by their pts. The seek goes to the keyframe's pts,
+        then, if that lands past it (MPEG-TS seeks by dts), to its dts; frames before it are skipped. A
+        frame whose pts is not in the table, or two seeks past the keyframe, restart from the first frame,
+        counting (and end seeking in this file)."""
+        for ts in (pts, dts):
+            self._container.seek(ts, stream=self._stream, backward=True, any_frame=False)
+            reached = lost = False
+            for frame in self._container.decode(self._stream):
+                i = self._pts_index.get(frame.pts) if frame.pts is not None else None
+                if i is None:
+                    logger.debug("%s: frame pts %s not in the keyframe table", self.path, frame.pts)
+                    lost = True
+                    break
+                if i < start:
+                    self.frames_decoded += 1
+                    continue
+                if not reached and i > start:  # the seek went past the keyframe
+                    break
+                reached = True
+                yield i, frame
+            if lost:
+                break
+            if reached:
+                return  # the end of the stream
+            # past the keyframe, or at the end without reaching it: try the next timestamp
+        logger.debug("%s: seeking does not work on this file; decoding from the start", self.path)
+        self._keyframes = np.zeros((0, 3), np.int64)
+        self._container.seek(0)
+        yield from self._counted()
+
+    def _reposition(self, target: int) -> None:
+        """Put the decoder where frame ``target`` comes next, or before it, at the least decoding."""
+        ahead = self._decoded is not None and self._position <= target
+        gap = target - (self._position if ahead else 0)
+        if self.allow_seek and gap > 0 and (self._keyframes is not None or gap >= self.SEEK_MIN_GAP):
+            key = self._keyframe_before(target)  # building the table moves the container: self._decoded reset
+            if key is not None and key[0] > 0 and (self._decoded is None or key[0] > self._position):
+                self._seek_to(*key)
+                return
+        if self._decoded is None or self._position > target:
+            self._from_start()
+
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         if self._container is None:
             raise DecodeError(self.path, "reader is closed")
@@ -317,25 +422,29 @@ class PyAVReader(VideoReader):
         wanted = set(unique.tolist())
         last = int(unique[-1])
         got: dict[int, np.ndarray] = {}
-        previous = None
         try:
-            self._container.seek(0)
-            for i, frame in enumerate(self._container.decode(self._stream)):
+            self._reposition(int(unique[0]))
+            for i, frame in self._decoded:
+                self.frames_decoded += 1
+                self._position, self._last_frame = i + 1, frame
                 if i in wanted:
                     got[i] = _rgb(frame)
-                previous = frame
                 if i >= last:
                     break
+            else:
+                self._decoded = None  # the end of the stream: a later read starts again
         except DecodeTimeout:
+            self._decoded = None
             raise
         except Exception as e:
+            self._decoded = None
             if not got:
                 raise DecodeError(self.path, f"PyAV decode failed: {_short(e)}") from None
             logger.debug("%s: PyAV decode stopped early: %s", self.path, e)
         if not got:
-            if previous is None:
+            if self._last_frame is None:
                 raise DecodeError(self.path, "PyAV decoded no frames")
-            got[int(unique[0])] = _rgb(previous)
+            got[int(unique[0])] = _rgb(self._last_frame)
         # Indices past the real end (over-reported length) repeat the last decoded frame.
         out, last_frame = [], None
         for i in unique.tolist():
@@ -347,6 +456,7 @@ class PyAVReader(VideoReader):
         return _in_order(np.stack(out), inverse)
 
     def close(self) -> None:
+        self._decoded = None
         container, self._container = getattr(self, "_container", None), None
         if container is not None:
             container.close()
@@ -371,6 +481,21 @@ _READERS = {"decord": DecordReader, "pyav": PyAVReader}
 BACKENDS: tuple[str, ...] = tuple(_READERS)  # DATA.DECODER
 
 
+_TS_PACKET = 188
+
+
+def is_mpeg_ts(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an MPEG transport stream (.ts, .m2ts, ...): the 0x47 sync byte at the start of three
+    consecutive 188-byte packets (192-byte packets with a timecode for M2TS)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(3 * 192)
+    except OSError:
+        return False
+    return any(len(head) >= off + 2 * size + 1 and all(head[off + k * size] == 0x47 for k in range(3))
+               for size, off in ((_TS_PACKET, 0), (192, 4)))
+
+
 def open_video(path: str | os.PathLike, backend: Backend = "decord", *, num_threads: int = 1,
                fallback: bool = True) -> VideoReader:
     """Open ``path`` with ``backend``; when decord fails and ``fallback`` is set, try PyAV.
@@ -382,6 +507,12 @@ def open_video(path: str | os.PathLike, backend: Backend = "decord", *, num_thre
     if backend not in _READERS:
         raise ValueError(f"DATA.DECODER must be one of {sorted(_READERS)}, got {backend!r}")
     path = str(path)
+    if backend == "decord" and fallback and is_mpeg_ts(path):
+        # decord2 cannot seek in MPEG-TS: get_batch returns other frames ("corrupted and recovered from
+        # nearest frames") or fails at the end; PyAV reads it exactly.
+        reader = PyAVReader(path, num_threads=num_threads)
+        _log_fallback(path, "an MPEG-TS file (decord returns wrong frames on it)", "decoding with PyAV instead")
+        return reader
     try:
         return _READERS[backend](path, num_threads=num_threads)
     except DecodeTimeout:

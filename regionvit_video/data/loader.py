@@ -7,7 +7,10 @@ Contract with the engine:
   :mod:`regionvit_video.data.datasets`.
 - ``build_eval_dataset(cfg, split, videos=None)``: the "val" / "test" dataset of the split's list, or of
   any list of videos (features, prediction); ``build_window_dataset(cfg, videos)``: their sliding-window
-  views (:mod:`regionvit_video.data.sliding_window`). Every inference job reads its clips through these.
+  views (:mod:`regionvit_video.data.sliding_window`); ``build_timeline_dataset(cfg, video)`` and
+  ``build_live_windows(cfg, source)``: the timeline's windows over a file or a live source
+  (:mod:`regionvit_video.data.long_video`, :mod:`regionvit_video.data.stream`). Every inference job reads its
+  clips through these.
 - ``build_loader(cfg, split, ...)`` returns a ``DataLoader`` whose ``loader.sampler`` is always a
   :class:`ResumableSampler` (a ``DistributedSampler``, also in single-process runs):
 
@@ -56,6 +59,7 @@ from regionvit_video.data.datasets import (DATASETS, Split, VideoDataset, VideoF
                                            load_class_names)
 from regionvit_video.data.decoder import hard_bound_timeout
 from regionvit_video.data.sliding_window import SlidingWindowClips
+from regionvit_video.data.stream import LiveWindows, realtime_for
 from regionvit_video.data.transforms import BatchNormalize, TrainTransform
 from regionvit_video.utils.device import device_type
 from regionvit_video.utils.malloc import retain_freed_memory
@@ -186,6 +190,31 @@ def build_window_dataset(cfg, videos: Sequence[str | os.PathLike | VideoFile | V
                               test_crop_size=d.TEST_CROP_SIZE, num_crops=cfg.TEST.NUM_SPATIAL_CROPS, mean=d.MEAN,
                               std=d.STD, decoder=d.DECODER, decode_threads=d.DECODE_THREADS,
                               decode_timeout=d.DECODE_TIMEOUT)
+
+
+def build_timeline_dataset(cfg, video: str | os.PathLike) -> SlidingWindowClips:
+    """The timeline's windows over one video file: TIMELINE.WINDOW_SECONDS every TIMELINE.STRIDE_SECONDS, each
+    sampled as the test samples a whole video (DATA.SAMPLING, TEST.NUM_ENSEMBLE_VIEWS clips of DATA.NUM_FRAMES)
+    with the test crops, in items of TIMELINE.BATCH_SIZE windows."""
+    d, t = cfg.DATA, cfg.TIMELINE
+    return SlidingWindowClips(_records([video]), window=t.WINDOW_SECONDS, window_unit="seconds",
+                              stride=t.STRIDE_SECONDS, stride_unit="seconds", num_frames=d.NUM_FRAMES,
+                              num_clips=cfg.TEST.NUM_ENSEMBLE_VIEWS, sampling=d.SAMPLING, sampling_rate=d.SAMPLING_RATE,
+                              target_fps=d.TARGET_FPS, chunk_windows=t.BATCH_SIZE, test_scale=d.TEST_SCALE,
+                              test_crop_size=d.TEST_CROP_SIZE, num_crops=cfg.TEST.NUM_SPATIAL_CROPS, mean=d.MEAN,
+                              std=d.STD, decoder=d.DECODER, decode_threads=d.DECODE_THREADS,
+                              decode_timeout=d.DECODE_TIMEOUT, window_key="TIMELINE.WINDOW_SECONDS",
+                              stride_key="TIMELINE.STRIDE_SECONDS")
+
+
+def build_live_windows(cfg, source: str, *, stdin_fd: int | None = None) -> LiveWindows:
+    """The timeline's windows over a live source (``-``, a camera, a URL), with the same window geometry and
+    sampling as :func:`build_timeline_dataset`; TIMELINE.STALL_SECONDS and TIMELINE.LIVE_MODE."""
+    d, t = cfg.DATA, cfg.TIMELINE
+    return LiveWindows(source, window_seconds=t.WINDOW_SECONDS, stride_seconds=t.STRIDE_SECONDS,
+                       num_frames=d.NUM_FRAMES, num_clips=cfg.TEST.NUM_ENSEMBLE_VIEWS, sampling=d.SAMPLING,
+                       sampling_rate=d.SAMPLING_RATE, target_fps=d.TARGET_FPS, stall_seconds=t.STALL_SECONDS,
+                       realtime=realtime_for(source, t.LIVE_MODE), stdin_fd=stdin_fd)
 
 
 def build_batch_transform(cfg) -> BatchNormalize | None:

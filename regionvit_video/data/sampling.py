@@ -121,16 +121,17 @@ def sliding_windows(video_frames: int, *, window: int, stride: int, num_frames: 
     return indices.astype(np.int64), bounds.astype(np.int64)
 
 
-def stride_in_frames(stride: float, unit: str, fps: float) -> int:
-    """A window stride in frames: as given ("frames") or ``round(stride * fps)`` ("seconds"); at least 1."""
+def stride_in_frames(stride: float, unit: str, fps: float, *, key: str = "FEATURES.STRIDE_UNIT") -> int:
+    """A window stride (or length) in frames: as given ("frames") or ``round(stride * fps)`` ("seconds");
+    at least 1. ``key`` names the setting in the error messages."""
     if unit == "frames":
         frames = int(round(stride))
     elif unit == "seconds":
         if not fps or fps <= 0:
-            raise ValueError("FEATURES.STRIDE_UNIT 'seconds' needs the video's frame rate, which is unknown")
+            raise ValueError(f"{key}: a length in seconds needs the video's frame rate, which is unknown")
         frames = int(round(stride * fps))
     else:
-        raise ValueError(f"FEATURES.STRIDE_UNIT must be one of {STRIDE_UNITS}, got {unit!r}")
+        raise ValueError(f"{key} must be one of {STRIDE_UNITS}, got {unit!r}")
     return max(1, frames)
 
 

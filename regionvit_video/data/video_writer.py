@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from typing import Iterable
 
 import av
 import numpy as np
@@ -32,7 +33,7 @@ def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
 
 def write_video(
     path: str | os.PathLike,
-    frames: np.ndarray,
+    frames: np.ndarray | Iterable[np.ndarray],
     fps: float = 25.0,
     codec: str = "libx264",
     pix_fmt: str | None = None,
@@ -41,38 +42,57 @@ def write_video(
 ) -> None:
     """Encode ``frames`` (T, H, W, 3) uint8 RGB, or (T, H, W) grayscale, into ``path``.
 
-    The container follows the file extension (.mp4, .mkv, .webm, .avi). H.264 and most codecs
+    ``frames`` may also be an iterable of (H, W, 3) / (H, W) frames of one size, encoded as they come (a long
+    video without holding it in memory).
+
+    The container follows the file extension (.mp4, .mkv, .webm, .avi, .ts). H.264 and most codecs
     need even sizes with yuv420p; odd sizes are padded by one pixel row/column. yuv420p frames are
     converted by :func:`rgb_to_yuv420p` and handed to the encoder as they are, so the encoder's input
     is the same on every machine; other pixel formats are converted by FFmpeg.
     """
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8:
-        raise TypeError(f"frames must be uint8, got {frames.dtype}")
-    if frames.ndim == 3:
-        frames = np.repeat(frames[..., None], 3, axis=-1)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3) or (T, H, W), got {frames.shape}")
+    if isinstance(frames, np.ndarray) or not isinstance(frames, Iterable):
+        frames = np.asarray(frames)
+        if frames.ndim not in (3, 4):
+            raise ValueError(f"frames must be (T, H, W, 3) or (T, H, W), got {frames.shape}")
     if pix_fmt is None:
         pix_fmt = "yuv420p"
-    t, h, w, _ = frames.shape
-    if pix_fmt == "yuv420p" and (h % 2 or w % 2):
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        h, w = frames.shape[1:3]
     rate = Fraction(fps).limit_denominator(1001)
+    stream = None
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        if gop_size is not None:
-            stream.codec_context.gop_size = gop_size
-        if options:
-            stream.options = options
         for frame in frames:
+            frame = _rgb_frame(frame)
+            if stream is None:
+                h, w = frame.shape[:2]
+                if pix_fmt == "yuv420p":
+                    h, w = h + h % 2, w + w % 2
+                stream = container.add_stream(codec, rate=rate)
+                stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+                if gop_size is not None:
+                    stream.codec_context.gop_size = gop_size
+                if options:
+                    stream.options = options
             if pix_fmt == "yuv420p":
+                fh, fw = frame.shape[:2]
+                if fh % 2 or fw % 2:
+                    frame = np.pad(frame, ((0, fh % 2), (0, fw % 2), (0, 0)), mode="edge")
                 vf = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")
             else:
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             for packet in stream.encode(vf):
                 container.mux(packet)
+        if stream is None:
+            raise ValueError("no frames to write")
         for packet in stream.encode():
             container.mux(packet)
+
+
+def _rgb_frame(frame) -> np.ndarray:
+    """One frame as (H, W, 3) uint8 (a grayscale (H, W) frame repeated over 3 channels)."""
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8:
+        raise TypeError(f"frames must be uint8, got {frame.dtype}")
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, axis=-1)
+    if frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3) or (T, H, W), got a frame of shape {frame.shape}")
+    return frame

@@ -1,7 +1,8 @@
 """Training, single-view validation, multi-view testing, features, prediction, checkpoints, distributed helpers.
 
 Every job is a function of ``(cfg, dist_info)``: :func:`train`, :func:`multiview_test`,
-:func:`~regionvit_video.engine.features.extract_features`, :func:`~regionvit_video.engine.predict.predict`;
+:func:`~regionvit_video.engine.features.extract_features`, :func:`~regionvit_video.engine.predict.predict`,
+:func:`~regionvit_video.engine.timeline.timeline`;
 :func:`setup_run` comes first (logging, ``OUTPUT_DIR/config.yaml``). Inference jobs build their model with
 :func:`load_inference_model` and run it under :func:`inference_autocast`.
 """

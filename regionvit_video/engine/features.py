@@ -30,16 +30,22 @@ Files, under OUTPUT_DIR/features/ (``<rel>``: the video's path relative to the i
 listed in the CSV, without its extension):
 
 - ``<rel>.npy``: the feature array, float32 (or float16 with FEATURES.DTYPE).
-- ``<rel>.windows.csv`` (clips mode): ``window,start_frame,end_frame,start_sec,end_sec`` per row,
-  ``end_frame`` exclusive; row ``k`` belongs to ``features[k]``.
+- ``<rel>.windows.csv`` (clips mode): ``window,start_frame,end_frame,start_sec,end_sec,fps`` per row,
+  ``end_frame`` exclusive, ``fps`` the video's (the same on every row); row ``k`` belongs to ``features[k]``.
 - ``<rel>.stages.npz`` (FEATURES.STAGE_FEATURES): arrays ``stage0``, ``stage1``, ..., one per entry of the
   model's ``feature_info`` (``forward_intermediates``: RegionViT's 4 stages, the local-token map after
   each; TimeSformer's blocks, the patch tokens after each of the 12), averaged over time and space, with
   the leading shape of ``<rel>.npy``.
 - ``index.csv``: ``feature,video,shape,mode,views,windows,dtype,checkpoint_sha256`` for every
-  video with features (``shape`` like ``3x768``).
+  video with features (``shape`` like ``3x768``), and in clips mode the time axis of its features:
+  ``fps,window_frames,stride_frames,window_seconds,stride_seconds,feature_fps`` (``feature_fps``: features per
+  second of video, ``fps / stride_frames``; feature ``k`` covers frames ``[k * stride_frames, k * stride_frames +
+  window_frames)``, as the timeline's window ``k`` does for the same window and stride).
 - ``failures.csv``: ``video,reason`` for the videos that could not be decoded (the run goes on).
-- ``extraction.json``: the settings the features were made with.
+- ``extraction.json``: the settings the features were made with; after a run, in clips mode, also
+  ``temporal``: the window and stride in frames and seconds and the feature fps for each frame rate among the
+  videos, and the matching ActionFormer / TriDet dataset settings (``feat_stride``, ``num_frames``,
+  ``default_fps``) when every video has the same frame rate.
 
 Resuming: every file is written atomically and ``<rel>.npy`` last, so a video is complete exactly when
 its ``.npy`` exists; a rerun with the same settings (extraction.json) skips complete videos and
@@ -73,6 +79,7 @@ from tqdm import tqdm
 from regionvit_video.data import build_eval_dataset, build_window_dataset, list_videos
 from regionvit_video.data.datasets import VideoFile
 from regionvit_video.data.loader import collate_videos, loading_worker_init, raise_hung_decode
+from regionvit_video.data.sampling import stride_in_frames
 from regionvit_video.engine import distributed as du
 from regionvit_video.engine.build import inference_autocast, inference_precision
 from regionvit_video.engine.checkpoint import load_inference_model
@@ -82,7 +89,11 @@ from regionvit_video.utils.io import atomic_write
 logger = logging.getLogger(__name__)
 
 FEATURES_SUBDIR = "features"
-INDEX_COLUMNS = ("feature", "video", "shape", "mode", "views", "windows", "dtype", "checkpoint_sha256")
+# The time axis of a video's clips-mode features (index.csv; empty in video mode).
+TIME_COLUMNS = ("fps", "window_frames", "stride_frames", "window_seconds", "stride_seconds", "feature_fps")
+INDEX_COLUMNS = ("feature", "video", "shape", "mode", "views", "windows", "dtype", "checkpoint_sha256") + TIME_COLUMNS
+MANIFEST = "extraction.json"
+_RUN_KEYS = ("temporal",)  # what a run adds to the settings in extraction.json (not compared when resuming)
 
 
 # ---------------------------------------------------------------------------------------------- #
@@ -158,13 +169,14 @@ def _is_ours(name: str) -> bool:
 
 def _prepare_dir(features_dir: Path, settings: dict) -> None:
     """Remove temporaries of killed runs; wipe features made with other settings; record these."""
-    manifest = features_dir / "extraction.json"
+    manifest = features_dir / MANIFEST
     old = None
     if manifest.is_file():
         try:
             old = json.loads(manifest.read_text())
         except (OSError, ValueError):
             old = {}
+        old = {k: v for k, v in old.items() if k not in _RUN_KEYS} if isinstance(old, dict) else {}
     removed = 0
     for dirpath, _, filenames in os.walk(features_dir):
         for name in filenames:
@@ -191,10 +203,54 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def _save_windows(path: Path, bounds: np.ndarray, fps: float) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["window", "start_frame", "end_frame", "start_sec", "end_sec"])
+    w.writerow(["window", "start_frame", "end_frame", "start_sec", "end_sec", "fps"])
     for k, (s, e) in enumerate(bounds.tolist()):
-        w.writerow([k, s, e, f"{s / fps:.6f}" if fps else "", f"{e / fps:.6f}" if fps else ""])
+        w.writerow([k, s, e, f"{s / fps:.6f}" if fps else "", f"{e / fps:.6f}" if fps else "", repr(float(fps))
+                    if fps else ""])
     atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def _time_axis(cfg: CfgNode, windows_csv: Path) -> dict[str, Any]:
+    """The time axis of a video's clips-mode features, from its ``.windows.csv``: fps, window and stride in frames
+    and seconds, features per second (empty values where the frame rate is unknown)."""
+    empty = dict.fromkeys(TIME_COLUMNS, "")
+    try:
+        with open(windows_csv, newline="") as f:
+            first = next(csv.DictReader(f))
+        fps = float(first.get("fps") or 0.0)
+        window = int(first["end_frame"]) - int(first["start_frame"])
+    except (OSError, StopIteration, KeyError, ValueError):
+        return empty
+    if fps <= 0:
+        return {**empty, "window_frames": window}
+    stride = stride_in_frames(cfg.FEATURES.STRIDE, cfg.FEATURES.STRIDE_UNIT, fps)
+    return {"fps": fps, "window_frames": window, "stride_frames": stride, "window_seconds": window / fps,
+            "stride_seconds": stride / fps, "feature_fps": fps / stride}
+
+
+def temporal_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """extraction.json's ``temporal`` block from the index rows of a clips-mode run: one entry per frame rate (the
+    window and stride in frames and seconds, features per second, videos), and ActionFormer / TriDet's dataset
+    settings (``feat_stride``: the stride in frames, ``num_frames``: frames per feature, ``default_fps``) when every
+    video has the same frame rate and window."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        if r.get("fps") in ("", None):
+            continue
+        key = (r["fps"], r["window_frames"], r["stride_frames"])
+        g = groups.setdefault(key, {k: r[k] for k in TIME_COLUMNS} | {"num_videos": 0})
+        g["num_videos"] += 1
+    out: dict[str, Any] = {
+        "feature_k_covers": "frames [k * stride_frames, k * stride_frames + window_frames) of its video, "
+                            "centre (k * stride_frames + window_frames / 2) / fps seconds",
+        "by_fps": sorted(groups.values(), key=lambda g: -g["num_videos"]),
+        "actionformer": None,
+    }
+    if len(groups) == 1:
+        g = next(iter(groups.values()))
+        out["actionformer"] = {"feat_stride": g["stride_frames"], "num_frames": g["window_frames"],
+                               "default_fps": g["fps"], "input_dim": None}
+    return out
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: list[Sequence[Any]]) -> None:
@@ -314,21 +370,31 @@ def _extract_windows(run: _Extraction) -> None:
 
 
 def _write_index(cfg: CfgNode, features_dir: Path, inputs: list[VideoFile], views: int, sha: str,
-                 failures: list[tuple[str, str]]) -> None:
-    """``index.csv`` over every complete video and ``failures.csv`` (rank 0, after all processes)."""
+                 failures: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """``index.csv`` over every complete video and ``failures.csv`` (rank 0, after all processes); returns
+    extraction.json's ``temporal`` block in clips mode (None in video mode)."""
     rows = []
     for x in inputs:
         path = feature_file(features_dir, x.rel)
         if not path.is_file():
             continue
         shape = np.load(path, mmap_mode="r").shape
-        windows = shape[0] if cfg.FEATURES.MODE == "clips" else 1
-        rows.append([path.relative_to(features_dir).as_posix(), x.path, "x".join(map(str, shape)), cfg.FEATURES.MODE,
-                     views, windows, cfg.FEATURES.DTYPE, sha])
-    _write_csv(features_dir / "index.csv", INDEX_COLUMNS, rows)
+        clips = cfg.FEATURES.MODE == "clips"
+        row = dict(zip(INDEX_COLUMNS, [path.relative_to(features_dir).as_posix(), x.path, "x".join(map(str, shape)),
+                                            cfg.FEATURES.MODE, views, shape[0] if clips else 1, cfg.FEATURES.DTYPE, sha]))
+        row.update(_time_axis(cfg, feature_file(features_dir, x.rel, ".windows.csv")) if clips else
+                   dict.fromkeys(TIME_COLUMNS, ""))
+        rows.append(row)
+    _write_csv(features_dir / "index.csv", INDEX_COLUMNS, [[r[k] for k in INDEX_COLUMNS] for r in rows])
     _write_csv(features_dir / "failures.csv", ("video", "reason"), sorted(failures))
     for path, reason in sorted(failures):
         logger.warning("features: failed %s: %s", path, reason)
+    if cfg.FEATURES.MODE != "clips":
+        return None
+    temporal = temporal_summary(rows)
+    if temporal["actionformer"] is not None and rows:
+        temporal["actionformer"]["input_dim"] = int(rows[0]["shape"].split("x")[-1])
+    return temporal
 
 
 def extract_features(cfg: CfgNode, dist_info: DistInfo | None = None) -> dict[str, Any]:
@@ -379,7 +445,10 @@ def extract_features(cfg: CfgNode, dist_info: DistInfo | None = None) -> dict[st
 
     all_failures = [x for part in du.all_gather_object(run.failures, group) for x in part]
     if di.is_main:
-        _write_index(cfg, features_dir, inputs, views, sha, all_failures)
+        temporal = _write_index(cfg, features_dir, inputs, views, sha, all_failures)
+        if temporal is not None:  # the settings, and the time axis of this folder's features
+            text = json.dumps({**_settings(cfg, sha, di.device), "temporal": temporal}, indent=1) + "\n"
+            atomic_write(features_dir / MANIFEST, lambda tmp: Path(tmp).write_text(text))
     du.barrier(group)
     seconds = time.perf_counter() - t0
     rate = run.done / seconds if seconds > 0 else math.nan

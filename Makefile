@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # kernel paths are covered whichever CPU runs the suite (auto | always | never).
 AVX2_KERNELS ?= auto
 
-.PHONY: install test demo bench gpu-check clean
+.PHONY: install test test-full demo bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,15 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# `make test` (CI) leaves out the tests marked `slow` (full-size ONNX exports, the GPU check's CPU run, torch.compile,
+# 2000 decodes); `make test-full` runs them too.
+TEST_MARKS ?= not slow
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
-	$(PY) -m regionvit_video.utils.machine --avx2-kernels $(AVX2_KERNELS) -- $(PY) -m pytest -q -m numerics $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "$(TEST_MARKS)" $(PYTEST_ARGS)
+	$(PY) -m regionvit_video.utils.machine --avx2-kernels $(AVX2_KERNELS) -- $(PY) -m pytest -q -m "numerics and $(TEST_MARKS)" $(PYTEST_ARGS)
+
+test-full:
+	$(MAKE) test TEST_MARKS="slow or not slow"
 
 demo: $(STAMP)
 	$(PY) -m regionvit_video.demo

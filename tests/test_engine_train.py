@@ -332,6 +332,7 @@ def test_validation_does_not_substitute_failed_videos(dataset, tmp_path):
     assert [line.split("\t")[0].rsplit("/", 1)[-1] for line in lines] == ["broken.mp4", "broken.mp4", "missing.mp4"]
 
 
+@pytest.mark.slow
 def test_model_compile_trains_and_tests_like_eager(dataset, tmp_path, reference_run):
     """MODEL.COMPILE (torch.compile; here the aot_eager backend, which traces the same aten operations without
     generating kernels: inductor takes minutes to compile on a 2-core CPU) trains to the eager run's weights

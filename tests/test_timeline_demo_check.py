@@ -48,6 +48,9 @@ def test_demo_check_computes_window_correctness_and_boundaries(tmp_path, capsys)
     assert all(w["truth"] in CLASS_NAMES and w["predicted"] in CLASS_NAMES for w in windows)
     assert report["window_accuracy"] == pytest.approx(sum(w["correct"] for w in windows) / 29)
     assert report["num_pure_windows"] == sum(w["pure"] for w in windows) > 0
+    # one clip per class: every cut is a change of class; the 8 windows on a clip's frames are inside one clip
+    assert report["windows_by_kind"] == {"clip": 8, "cut": 0, "change": 21}
+    assert [w["start_s"] for w in windows if w["kind"] == "clip"] == pytest.approx([i * 8 / 15 for i in range(8)], abs=1e-3)
     assert 0 <= report["time_accuracy"] <= 1
     assert report["true_boundaries"] == 7 and len(report["boundaries"]) == 7
     assert all(b["error_s"] is None or b["error_s"] >= 0 for b in report["boundaries"])

@@ -2,6 +2,7 @@
 import json
 import logging
 import multiprocessing as mp
+import gc
 import os
 import platform
 import shutil
@@ -422,3 +423,45 @@ def test_dense_sampling_option_gives_clips_and_evenly_spaced_test_views(kinetics
     assert build_dataset(cfg, "train")[(0, 0)]["video"].shape == (3, 4, 32, 32)
     views = build_dataset(cfg, "test")[0]["video"]
     assert views.shape == (2, 3, 4, 32, 32) and not torch.equal(views[0], views[1])
+
+
+class _Cycle:
+    """Unreachable once dropped (it refers to itself); records which process finalised it."""
+
+    def __init__(self, log):
+        self.log, self.me = log, self
+
+    def __del__(self):
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+class _CollectsGarbage(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        gc.collect()  # what an allocation in the worker may trigger at any time
+        return i
+
+
+@pytest.mark.parametrize("loader_class", ["ours", "torch"])
+def test_the_loader_collects_garbage_before_forking_so_workers_never_finalise_it(tmp_path, loader_class):
+    """A forked worker must not finalise this process's garbage: a PyAV codec context freed in a worker, where
+    the codec's threads do not exist, hangs it. torch's own DataLoader lets it happen (the contrast)."""
+    from regionvit_video.data.loader import DataLoader
+
+    cls = DataLoader if loader_class == "ours" else torch.utils.data.DataLoader
+    log = tmp_path / "finalised"
+    gc.disable()
+    try:
+        _Cycle(log)  # garbage from here on
+        assert list(cls(_CollectsGarbage(), num_workers=1)) == [torch.tensor(0)]
+        gc.collect()
+    finally:
+        gc.enable()
+    finalised_in = log.read_text().split()
+    if loader_class == "ours":
+        assert finalised_in == [str(os.getpid())]
+    else:
+        assert finalised_in != [str(os.getpid())]

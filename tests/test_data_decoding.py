@@ -311,3 +311,23 @@ def test_write_video_round_trip(tmp_path, name, codec):
     assert decoded.shape == (5, 32, 48, 3)
     # flat colour frames survive lossy coding within a few levels
     assert np.abs(decoded.astype(int) - frames.astype(int)).mean() < 6
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_a_dropped_reader_is_freed_at_once_without_the_garbage_collector(backend):
+    """No reference cycle keeps a reader (and its codec's threads) alive until a garbage collection, which could
+    then run in a forked DataLoader worker, where freeing an FFmpeg codec context waits forever."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        reader = open_video(REAL, backend, fallback=False)
+        reader.allow_seek = True
+        reader.get_frames([0, 3])
+        reader.get_frames([reader.num_frames - 2, reader.num_frames - 1])  # continues, or seeks
+        ref = weakref.ref(reader)
+        del reader
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from typing import Iterator, Literal, Sequence
 
 import numpy as np
@@ -332,8 +333,12 @@ class PyAVReader(VideoReader):
     def _from_start(self) -> None:
         """Decode from the first frame, numbering frames by counting (the reference numbering)."""
         self._container.seek(0)
-        self._decoded, self._position = self._counted(), 0
+        self._decoded, self._position = type(self)._counted(weakref.proxy(self)), 0
 
+    # The frame generators are stored on the reader and get it as a weak proxy: a strong ``self`` in a stored
+    # generator is a reference cycle, so a reader dropped without close() would wait for the garbage collector,
+    # which may then run in a forked DataLoader worker where the codec's threads do not exist (a hang; see
+    # data.loader.DataLoader). Without the cycle the container closes as soon as the reader is dropped.
     def _counted(self) -> Iterator:
         for i, frame in enumerate(self._container.decode(self._stream)):
             yield i, frame
@@ -370,7 +375,7 @@ class PyAVReader(VideoReader):
         return tuple(int(x) for x in table[k]) if k >= 0 else None
 
     def _seek_to(self, index: int, pts: int, dts: int) -> None:
-        self._decoded, self._position = self._timestamped(index, pts, dts), index
+        self._decoded, self._position = type(self)._timestamped(weakref.proxy(self), index, pts, dts), index
 
     def _timestamped(self, start: int, pts: int, dts: int) -> Iterator:
         """Frames from keyframe ``start`` on, numbered by their pts. The seek goes to the keyframe's pts,
@@ -401,7 +406,7 @@ class PyAVReader(VideoReader):
         logger.debug("%s: seeking does not work on this file; decoding from the start", self.path)
         self._keyframes = np.zeros((0, 3), np.int64)
         self._container.seek(0)
-        yield from self._counted()
+        yield from type(self)._counted(self)
 
     def _reposition(self, target: int) -> None:
         """Put the decoder where frame ``target`` comes next, or before it, at the least decoding."""
@@ -456,7 +461,8 @@ class PyAVReader(VideoReader):
         return _in_order(np.stack(out), inverse)
 
     def close(self) -> None:
-        self._decoded = None
+        # The stream too: its codec context (and the codec's threads) is freed with it, now, here.
+        self._decoded = self._stream = self._last_frame = None
         container, self._container = getattr(self, "_container", None), None
         if container is not None:
             container.close()

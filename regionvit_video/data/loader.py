@@ -44,6 +44,7 @@ Contract with the engine:
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import random
@@ -53,7 +54,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from regionvit_video.data.datasets import (DATASETS, Split, VideoDataset, VideoFile, VideoRecord, append_bad_video,
                                            load_class_names)
@@ -312,6 +313,21 @@ def worker_init_fn(worker_id: int, retain_memory: bool = False) -> None:
     ignore_preemption_signals()  # the main process saves and stops; Slurm signals every process of the job
     if retain_memory:
         retain_freed_memory()
+
+
+class DataLoader(torch.utils.data.DataLoader):
+    """torch's DataLoader, with a garbage collection in this process before it forks its workers.
+
+    A forked worker inherits this process's unreachable objects; if one holds a decoder with threads (an FFmpeg
+    codec context of a PyAV container dropped without ``close()``), collecting it in the worker, where those
+    threads do not exist, waits forever in ``pthread_cond_destroy``: the worker hangs before its first clip.
+    Collected here, it is freed where its threads live.
+    """
+
+    def __iter__(self):
+        if self.num_workers > 0 and (self._iterator is None or not self.persistent_workers):
+            gc.collect()
+        return super().__iter__()
 
 
 def build_loader(cfg, split: Split, *, bad_videos_path: str | None = None, distributed: bool | None = None,

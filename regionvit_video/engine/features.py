@@ -73,12 +73,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 from fvcore.common.config import CfgNode
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from regionvit_video.data import build_eval_dataset, build_window_dataset, list_videos
 from regionvit_video.data.datasets import VideoFile
-from regionvit_video.data.loader import collate_videos, loading_worker_init, raise_hung_decode
+from regionvit_video.data.loader import DataLoader, collate_videos, loading_worker_init, raise_hung_decode
 from regionvit_video.data.sampling import stride_in_frames
 from regionvit_video.engine import distributed as du
 from regionvit_video.engine.build import inference_autocast, inference_precision

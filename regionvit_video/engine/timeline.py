@@ -50,13 +50,12 @@ import numpy as np
 import torch
 from einops import rearrange
 from fvcore.common.config import CfgNode
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from regionvit_video.data import (DecodeError, build_live_windows, build_timeline_dataset, is_live_source, open_video,
                                   raise_hung_decode, resolve_class_names, window_views)
 from regionvit_video.data.decoder import time_limit
-from regionvit_video.data.loader import loading_worker_init
+from regionvit_video.data.loader import DataLoader, loading_worker_init
 from regionvit_video.data.stream import StreamError, StreamStalled, source_name
 from regionvit_video.engine.build import inference_autocast, inference_precision
 from regionvit_video.engine.checkpoint import load_inference_model

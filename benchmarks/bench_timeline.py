@@ -2,7 +2,7 @@
 """Timeline speed on a long video: seconds of video per second of compute, decoding, memory.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_timeline.py --rounds 2      # all rows (~25 min on 2 cores)
-    .venv/bin/python benchmarks/bench_timeline.py --rows demo_1min,demo_1min_pyav --rounds 3
+    .venv/bin/python benchmarks/bench_timeline.py --rows demo_1min,demo_1min_decord --rounds 3
 
 Generates (once, cached in ``--cache``) a 10-minute 340x256 H.264 video at 25 fps with a keyframe every 2 s
 (as web videos have; x264's default is every 10 s), with :func:`regionvit_video.data.video_writer.write_video`
@@ -16,7 +16,8 @@ DATA_LOADER.NUM_WORKERS 1 (the timeline decodes a file in one loading process):
   scale and crops, 3 crops), windows of 1 s every 0.5 s, on the first minute / the whole video: the peak memory
   of both shows whether it grows with the video's length;
 - ``demo_sparse``: the same model, windows of 1 s every 10 s: the decoder seeks from window to window;
-- ``demo_pyav`` / ``demo_1min_pyav``: the demo rows with DATA.DECODER pyav;
+- ``demo_decord`` / ``demo_1min_decord``: the demo rows with TIMELINE.DECODER decord (the others use PyAV, the
+  default);
 - ``small``: regionvit_video_small, 8 frames at 224 (test scale 256), 3 crops, windows of 10 s every 10 s (the
   length of a Kinetics clip).
 
@@ -52,10 +53,10 @@ SMALL = ["MODEL.ARCH", "regionvit_video_small", "MODEL.NUM_CLASSES", "400", "DAT
 ROWS = {  # name: (model options, window s, stride s, minutes of video, other options)
     "decode": (DEMO, 1.0, 0.5, None, []),
     "demo_1min": (DEMO, 1.0, 0.5, 1, []),
-    "demo_1min_pyav": (DEMO, 1.0, 0.5, 1, ["DATA.DECODER", "pyav"]),
+    "demo_1min_decord": (DEMO, 1.0, 0.5, 1, ["TIMELINE.DECODER", "decord"]),
     "demo": (DEMO, 1.0, 0.5, None, []),
     "demo_sparse": (DEMO, 1.0, 10.0, None, []),
-    "demo_pyav": (DEMO, 1.0, 0.5, None, ["DATA.DECODER", "pyav"]),
+    "demo_decord": (DEMO, 1.0, 0.5, None, ["TIMELINE.DECODER", "decord"]),
     "small": (SMALL, 10.0, 10.0, None, []),
 }
 
@@ -146,7 +147,7 @@ def run_row(name: str, cache: Path, minutes: float, threads: int, workers: int, 
     load.append(os.getloadavg()[0])
     result.update(row=name, minutes=row_minutes or minutes, window_s=window, stride_s=stride, load=load,
                   arch=cfg.MODEL.ARCH, frames=cfg.DATA.NUM_FRAMES, crop=cfg.DATA.TEST_CROP_SIZE,
-                  decoder=cfg.DATA.DECODER,
+                  decoder=cfg.TIMELINE.DECODER,
                   worker_peak_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     return result
 

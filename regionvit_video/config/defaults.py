@@ -290,6 +290,10 @@ _C.TIMELINE.STALL_SECONDS = 10.0
 # predictions stay current; skipped windows are counted), "every_window" makes the reader wait (every window is
 # predicted, the predictions fall behind). "auto": realtime for cameras and URLs, every_window for stdin.
 _C.TIMELINE.LIVE_MODE = "auto"
+# The decoder of a video file (a live source is always read with PyAV). PyAV: it continues from where it stopped
+# and keeps nothing else, so memory stays flat however long the video; decord's loading process grew from 1.0 to
+# 2.1 GB between a 1- and a 10-minute video, and was 2.7x slower on the dense windows (benchmarks/README.md).
+_C.TIMELINE.DECODER = "pyav"
 
 
 # ---------------------------------------------------------------------------------------------- #

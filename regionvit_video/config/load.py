@@ -481,6 +481,7 @@ def _check_timeline(c: _Checker) -> None:
     for key in ("TIMELINE.TOP_K", "TIMELINE.BATCH_SIZE"):
         c.at_least(key, 1)
     c.choice("TIMELINE.LIVE_MODE", LIVE_MODES)
+    c.choice("TIMELINE.DECODER", BACKENDS)
 
 
 def _check_data(c: _Checker) -> None:

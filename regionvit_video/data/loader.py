@@ -203,7 +203,7 @@ def build_timeline_dataset(cfg, video: str | os.PathLike) -> SlidingWindowClips:
                               num_clips=cfg.TEST.NUM_ENSEMBLE_VIEWS, sampling=d.SAMPLING, sampling_rate=d.SAMPLING_RATE,
                               target_fps=d.TARGET_FPS, chunk_windows=t.BATCH_SIZE, test_scale=d.TEST_SCALE,
                               test_crop_size=d.TEST_CROP_SIZE, num_crops=cfg.TEST.NUM_SPATIAL_CROPS, mean=d.MEAN,
-                              std=d.STD, decoder=d.DECODER, decode_threads=d.DECODE_THREADS,
+                              std=d.STD, decoder=t.DECODER, decode_threads=d.DECODE_THREADS,
                               decode_timeout=d.DECODE_TIMEOUT, window_key="TIMELINE.WINDOW_SECONDS",
                               stride_key="TIMELINE.STRIDE_SECONDS")
 

@@ -280,7 +280,7 @@ def _run_file(cfg: CfgNode, di: DistInfo, model: torch.nn.Module, path: str, row
     DATA_LOADER.NUM_WORKERS > 0 (one: a video is read in order)."""
     dataset = build_timeline_dataset(cfg, path)
     with time_limit(cfg.DATA.DECODE_TIMEOUT, path):  # the geometry, for the bar and the summary
-        reader = open_video(path, cfg.DATA.DECODER, num_threads=cfg.DATA.DECODE_THREADS)
+        reader = open_video(path, cfg.TIMELINE.DECODER, num_threads=cfg.DATA.DECODE_THREADS)
     num_frames, fps = reader.num_frames, float(reader.fps or 0.0)
     reader.close()
     plan = dataset.plan(num_frames, fps)

@@ -655,11 +655,11 @@ def _check_paths(c: _Checker) -> None:
 # ------------------------------------------------------------------------------------------------ #
 def save_config(cfg: CfgNode, output_dir: str | os.PathLike | None = None) -> Path:
     """Write the resolved config to ``OUTPUT_DIR/config.yaml`` (atomically); returns the path."""
-    from regionvit_video.utils.io import atomic_write
+    from regionvit_video.utils.io import atomic_write_text
 
     path = Path(output_dir if output_dir is not None else cfg.OUTPUT_DIR) / "config.yaml"
     text = cfg.dump()
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(path, text)
     return path
 
 

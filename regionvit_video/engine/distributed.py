@@ -94,7 +94,7 @@ def init_distributed(
         backend = "nccl" if dev.type == "cuda" else "gloo"
     if not dist.is_initialized():
         timeout = datetime.timedelta(minutes=timeout_minutes)
-        store = elastic_attempt_store(world, timeout) if method == "env://" else None
+        store = elastic_attempt_store(timeout) if method == "env://" else None
         if store is not None:
             dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
         else:
@@ -103,7 +103,7 @@ def init_distributed(
     return DistInfo(rank, world, local_rank, dev, backend)
 
 
-def elastic_attempt_store(world: int, timeout: datetime.timedelta):
+def elastic_attempt_store(timeout: datetime.timedelta):
     """The store for this restart of a torchrun worker group, or None to let ``env://`` make one.
 
     torchrun's c10d rendezvous hands its workers one TCPStore server for the whole job
@@ -124,9 +124,8 @@ def elastic_attempt_store(world: int, timeout: datetime.timedelta):
                            "set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun so a restarted group cannot read "
                            "the previous group's addresses", env["GROUP_WORLD_SIZE"])
         return None
-    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
-    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world, is_master=False, timeout=timeout)
-    return dist.PrefixStore(f"regionvit_video/restart_{attempt}", store)
+    store, _, _ = next(dist.rendezvous("env://", timeout=timeout))  # torch's own env:// client of the agent's store
+    return dist.PrefixStore(f"regionvit_video/restart_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def cluster_job_id() -> str | None:

@@ -34,7 +34,7 @@ from regionvit_video.data import build_eval_dataset, resolve_class_names
 from regionvit_video.engine.build import build_model
 from regionvit_video.engine.checkpoint import load_checkpoint, load_inference_model, strip_prefix
 from regionvit_video.engine.distributed import DistInfo, resolve_device
-from regionvit_video.utils.io import atomic_write, safe_torch_load
+from regionvit_video.utils.io import atomic_write_text, safe_torch_load
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def export(cfg: CfgNode, dist_info: DistInfo | None = None) -> dict[str, Any] | 
         report.update(files=[str(path)], opset=e.OPSET, dynamic_batch=True, **parity.as_dict())
         logger.info("export: %s; %s", path, parity)
     text = json.dumps(report, indent=1) + "\n"
-    atomic_write(out / REPORT_NAME, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(out / REPORT_NAME, text)
     print(f"export: {', '.join(report['files'])}; max |exported - PyTorch| {report['max_abs_diff']:.3g} on "
           f"{video} ({tuple(clip.shape)}); report {out / REPORT_NAME}", flush=True)
     return report

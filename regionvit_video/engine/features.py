@@ -84,7 +84,7 @@ from regionvit_video.engine import distributed as du
 from regionvit_video.engine.build import inference_autocast, inference_precision
 from regionvit_video.engine.checkpoint import load_inference_model
 from regionvit_video.engine.distributed import DistInfo, resolve_device
-from regionvit_video.utils.io import atomic_write
+from regionvit_video.utils.io import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _prepare_dir(features_dir: Path, settings: dict) -> None:
         logger.warning("%s: settings changed (%s): removed %d old feature files, extracting again",
                        features_dir, ", ".join(changed), removed)
     text = json.dumps(settings, indent=1) + "\n"
-    atomic_write(manifest, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(manifest, text)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -207,7 +207,7 @@ def _save_windows(path: Path, bounds: np.ndarray, fps: float) -> None:
     for k, (s, e) in enumerate(bounds.tolist()):
         w.writerow([k, s, e, f"{s / fps:.6f}" if fps else "", f"{e / fps:.6f}" if fps else "", repr(float(fps))
                     if fps else ""])
-    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    atomic_write_text(path, buf.getvalue())
 
 
 def _time_axis(cfg: CfgNode, windows_csv: Path) -> dict[str, Any]:
@@ -258,7 +258,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: list[Sequence[Any]]) -> 
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    atomic_write_text(path, buf.getvalue())
 
 
 class _Writer:
@@ -448,7 +448,7 @@ def extract_features(cfg: CfgNode, dist_info: DistInfo | None = None) -> dict[st
         temporal = _write_index(cfg, features_dir, inputs, views, sha, all_failures)
         if temporal is not None:  # the settings, and the time axis of this folder's features
             text = json.dumps({**_settings(cfg, sha, di.device), "temporal": temporal}, indent=1) + "\n"
-            atomic_write(features_dir / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+            atomic_write_text(features_dir / MANIFEST, text)
     du.barrier(group)
     seconds = time.perf_counter() - t0
     rate = run.done / seconds if seconds > 0 else math.nan

@@ -30,7 +30,7 @@ from regionvit_video.engine.build import inference_autocast
 from regionvit_video.engine.checkpoint import load_inference_model
 from regionvit_video.engine.distributed import DistInfo, resolve_device
 from regionvit_video.engine.meters import ensemble_views
-from regionvit_video.utils.io import atomic_write
+from regionvit_video.utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def predict(cfg: CfgNode, dist_info: DistInfo | None = None) -> dict[str, Any] |
     out = Path(cfg.OUTPUT_DIR) / PREDICTION_FILE
     try:
         text = json.dumps(result, indent=1) + "\n"
-        atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(out, text)
     except OSError as e:
         logger.warning("could not write %s: %s", out, e)
     return result

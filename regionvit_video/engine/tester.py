@@ -37,13 +37,9 @@ from regionvit_video.engine.checkpoint import load_inference_model
 from regionvit_video.engine.distributed import DistInfo, barrier, resolve_device
 from regionvit_video.engine.log import StatsLogger, console_through_tqdm
 from regionvit_video.engine.meters import MultiViewAggregator, ensemble_views
-from regionvit_video.utils.io import atomic_write
+from regionvit_video.utils.io import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
-
-
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _plot_confusion(cm: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
@@ -176,7 +172,7 @@ def _write_outputs(out: Path, agg: MultiViewAggregator, results: dict, class_nam
     def name(c: int) -> str:
         return class_names[c] if 0 <= c < len(class_names) else f"class_{c}"
 
-    _write_text(out / "test_results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "test_results.json", json.dumps(results, indent=2) + "\n")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["index", "path", "label", "label_name", "pred", "pred_name", "correct", "prob_pred", "top5"])
@@ -185,7 +181,7 @@ def _write_outputs(out: Path, agg: MultiViewAggregator, results: dict, class_nam
         top = np.argsort(-s, kind="stable")[:k5]
         w.writerow([int(i), agg.paths[int(i)], int(y), name(int(y)), int(top[0]), name(int(top[0])),
                     int(top[0] == y), f"{s[top[0]]:.4f}", " ".join(str(int(c)) for c in top)])
-    _write_text(out / "test_predictions.csv", buf.getvalue())
+    atomic_write_text(out / "test_predictions.csv", buf.getvalue())
 
     cm = agg.confusion_matrix()
     buf = io.StringIO()
@@ -194,6 +190,6 @@ def _write_outputs(out: Path, agg: MultiViewAggregator, results: dict, class_nam
     for c in range(cm.shape[0]):
         n = int(cm[c].sum())
         w.writerow([c, name(c), n, int(cm[c, c]), f"{100.0 * cm[c, c] / n:.2f}" if n else ""])
-    _write_text(out / "test_per_class_accuracy.csv", buf.getvalue())
+    atomic_write_text(out / "test_per_class_accuracy.csv", buf.getvalue())
     _plot_confusion(cm, [name(c) for c in range(cm.shape[0])], out / "test_confusion_matrix.png",
                     f"multi-view test: top-1 {results['top1']:.2f}% on {results['num_videos']} videos")

@@ -62,7 +62,7 @@ from regionvit_video.engine.checkpoint import load_inference_model
 from regionvit_video.engine.distributed import DistInfo, resolve_device
 from regionvit_video.engine.log import console_through_tqdm
 from regionvit_video.engine.meters import ensemble_views
-from regionvit_video.utils.io import atomic_write
+from regionvit_video.utils.io import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +169,6 @@ def merge_segments(index: Sequence[int], bounds: Sequence[tuple[float, float]], 
     return segs
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _write_segments(path: Path, segs: list[dict], name) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -182,7 +178,7 @@ def _write_segments(path: Path, segs: list[dict], name) -> None:
         w.writerow([i, f"{s['start_s']:.3f}", f"{s['end_s']:.3f}", f"{s['end_s'] - s['start_s']:.3f}", name(s["label"]),
                     f"{s['mean_score']:.4f}", f"{s['max_score']:.4f}", s["first_window"], s["last_window"],
                     s["num_windows"]])
-    _write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------- #
@@ -475,7 +471,7 @@ def _finish(cfg: CfgNode, di: DistInfo, out: Path, rows: _Rows, info: dict, sour
     for key in ("decoding", "latency_ms", "skipped_windows", "frames_read", "realtime", "error"):
         if key in info:
             summary[key] = info[key]
-    _write_text(out / TIMELINE_JSON, json.dumps(summary, indent=1, default=float) + "\n")
+    atomic_write_text(out / TIMELINE_JSON, json.dumps(summary, indent=1, default=float) + "\n")
     _print_summary(summary, segs, rows)
     return summary
 

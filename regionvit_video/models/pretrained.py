@@ -48,7 +48,7 @@ import torch
 import torch.nn as nn
 
 from regionvit_video.models.registry import create_model, is_model, list_models
-from regionvit_video.utils.io import atomic_write
+from regionvit_video.utils.io import atomic_write, atomic_write_text
 
 _logger = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def save_pretrained(
     if source is not None:
         config["source"] = _jsonable(dict(source), "source")
     text = json.dumps(config, indent=2) + "\n"
-    atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(folder / CONFIG_NAME, text)
     _logger.info("wrote %s (%s, %d classes)", folder, arch, num_classes)
     return folder
 

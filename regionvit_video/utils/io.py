@@ -120,6 +120,11 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], None]) -> No
         raise
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """``text`` (UTF-8) to ``path`` through :func:`atomic_write`."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_write`.
 

@@ -186,7 +186,13 @@ def _worker_speedup(args: argparse.Namespace) -> dict[str, Any]:
     """TARGET_MODEL against BASELINE_MODEL in this one process, in interleaved rounds (the order alternates),
     so that both see the same machine state: the forward (inference mode, batch ``--batch``) and a training
     step (forward + backward + AdamW, batch ``--train-batch``) in float32 and, where the CPU has bf16
-    instructions (or with ``--bf16 always``), under bf16 autocast. Medians over ``--rounds`` rounds."""
+    instructions (or with ``--bf16 always``), under bf16 autocast. Medians over ``--rounds`` rounds.
+    With ``--compile blocks|model`` each model also runs compiled (a copy with the same weights, compiled by
+    ``compile_repeated_blocks`` or as one graph), in the same rounds as the eager ones; the warm-up calls
+    compile (the forward's compile time is reported; the training step compiles its backward graphs in its
+    own warm-up)."""
+    import copy
+
     import torch
     import torch.nn.functional as F
 
@@ -194,58 +200,93 @@ def _worker_speedup(args: argparse.Namespace) -> dict[str, Any]:
 
     dtypes = ["fp32"] + (["bf16"] if args.bf16 == "always" or (args.bf16 == "auto" and has_native_bf16()) else [])
     names = (TARGET_MODEL, BASELINE_MODEL)
-    models = {n: _build(n, args)[0] for n in names}
+    models = {(n, "eager"): _build(n, args)[0] for n in names}
+    compile_s: dict[str, float] = {}
     x = torch.randn(args.batch, 3, args.frames, args.size, args.size)
     xt = torch.randn(args.train_batch, 3, args.frames, args.size, args.size)
     y = torch.randint(0, args.num_classes, (args.train_batch,))
-    opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-6) for n, m in models.items()}
 
     def autocast(dtype: str):
         return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast("cpu", enabled=False)
 
-    def forward(name: str, dtype: str) -> None:
+    def forward(key: tuple[str, str], dtype: str) -> None:
         with torch.inference_mode(), autocast(dtype):
-            models[name].eval()(x)
+            models[key].eval()(x)
 
-    def train_step(name: str, dtype: str) -> None:
-        model, opt = models[name].train(), opts[name]
+    opts: dict[tuple[str, str], torch.optim.Optimizer] = {}
+
+    def train_step(key: tuple[str, str], dtype: str) -> None:
+        model = models[key].train()
+        opt = opts.setdefault(key, torch.optim.AdamW(model.parameters(), lr=1e-6))
         opt.zero_grad(set_to_none=True)
         with autocast(dtype):
             loss = F.cross_entropy(model(xt).float(), y)
         loss.backward()
         opt.step()
 
-    phases = [("forward", forward)] + ([] if args.no_train else [("train step", train_step)])
-    times: dict[tuple[str, str, str], list[float]] = {}
+    modes = ["eager"]
+    if args.compile != "none":
+        modes.append("compiled")
+        for n in names:
+            model = copy.deepcopy(models[(n, "eager")])  # same weights; the eager model stays eager
+            if args.compile == "blocks":
+                model.compile_repeated_blocks()
+            else:
+                model.compile()
+            models[(n, "compiled")] = model
+            t0 = time.perf_counter()
+            for dtype in dtypes:  # the first call of each dtype compiles the inference graphs
+                forward((n, "compiled"), dtype)
+            compile_s[n] = time.perf_counter() - t0
+    phases = [("forward", forward, modes)] + ([] if args.no_train else [("train step", train_step, modes)])
+    times: dict[tuple[str, str, str, str], list[float]] = {}
     for dtype in dtypes:
-        for phase, fn in phases:
-            for name in names:  # warm-up
-                for _ in range(args.warmup):
-                    fn(name, dtype)
+        for phase, fn, phase_modes in phases:
+            keys = [(n, mode) for mode in phase_modes for n in names]
+            for key in keys:  # warm-up (a compiled model's first calls compile: at least one)
+                for _ in range(max(args.warmup, key[1] == "compiled")):
+                    fn(key, dtype)
             for r in range(args.rounds):
-                for name in (names if r % 2 == 0 else names[::-1]):
+                for key in (keys if r % 2 == 0 else keys[::-1]):
                     t0 = time.perf_counter()
-                    fn(name, dtype)
-                    times.setdefault((dtype, phase, name), []).append(time.perf_counter() - t0)
+                    fn(key, dtype)
+                    times.setdefault((dtype, phase, *key), []).append(time.perf_counter() - t0)
     rows = []
+
+    def row(dtype: str, phase: str, mode: str, t: list[float], b: list[float], **extra) -> dict[str, Any]:
+        return dict(dtype=dtype, phase=phase, mode=mode, target_s=statistics.median(t), baseline_s=statistics.median(b),
+                    speedup=statistics.median(bb / tt for tt, bb in zip(t, b)), target_rounds=t, baseline_rounds=b,
+                    **extra)
+
     for dtype in dtypes:
-        for phase, _ in phases:
-            t, b = (times[(dtype, phase, n)] for n in names)
-            rows.append(dict(dtype=dtype, phase=phase, target_s=statistics.median(t), baseline_s=statistics.median(b),
-                             speedup=statistics.median(bb / tt for tt, bb in zip(t, b)),
-                             target_rounds=t, baseline_rounds=b))
-    return dict(rows=rows, bf16="measured" if "bf16" in dtypes else "skipped: this CPU has no bf16 instructions "
+        for phase, _, phase_modes in phases:
+            for mode in phase_modes:
+                rows.append(row(dtype, phase, mode, *(times[(dtype, phase, n, mode)] for n in names)))
+            if len(phase_modes) > 1:  # each model at its fastest (per round: the faster of its eager and compiled run)
+                best = {n: [min(rt) for rt in zip(*(times[(dtype, phase, n, m)] for m in phase_modes))] for n in names}
+                fastest = {n: min(phase_modes, key=lambda m: statistics.median(times[(dtype, phase, n, m)]))
+                           for n in names}
+                rows.append(row(dtype, phase, "each at its fastest", *(best[n] for n in names),
+                                fastest=fastest))
+    return dict(rows=rows, compile=args.compile, compile_s=compile_s,
+                bf16="measured" if "bf16" in dtypes else "skipped: this CPU has no bf16 instructions "
                 "(avx512_bf16 / amx), where PyTorch emulates bf16 and it is slower than fp32")
 
 
 def _speedup_table(res: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [f"{TARGET_MODEL} against {BASELINE_MODEL} in one process, {args.rounds} interleaved rounds "
              f"(forward batch {args.batch}, train step batch {args.train_batch}, {args.frames}x{args.size}):",
-             f"{'dtype':5s} | {'phase':10s} | {TARGET_MODEL + ' ms':>27s} | {BASELINE_MODEL + ' ms':>20s} | "
+             f"{'dtype':5s} | {'phase':10s} | {'mode':38s} | {TARGET_MODEL + ' ms':>27s} | {BASELINE_MODEL + ' ms':>20s} | "
              f"speed-up (paired median; target {TARGET_SPEEDUP}x, FLOP ratio {FLOP_RATIO}x)"]
     for r in res["rows"]:
-        lines.append(f"{r['dtype']:5s} | {r['phase']:10s} | {r['target_s'] * 1e3:27.0f} | {r['baseline_s'] * 1e3:20.0f} | "
-                     f"{r['speedup']:.2f}x")
+        mode = r.get("mode", "eager")
+        if "fastest" in r:
+            mode += f" ({r['fastest'][TARGET_MODEL]} / {r['fastest'][BASELINE_MODEL]})"
+        lines.append(f"{r['dtype']:5s} | {r['phase']:10s} | {mode:38s} | {r['target_s'] * 1e3:27.0f} | "
+                     f"{r['baseline_s'] * 1e3:20.0f} | {r['speedup']:.2f}x")
+    if res.get("compile_s"):
+        lines.append(f"compiled ({res['compile']}): first call(s), compilation included: "
+                     + ", ".join(f"{n} {sec:.0f} s" for n, sec in res["compile_s"].items()))
     lines.append(f"bf16: {res['bf16']}")
     return "\n".join(lines)
 
@@ -266,7 +307,7 @@ def _worker_main(args: argparse.Namespace) -> None:
 def _run_worker(phase: str, args: argparse.Namespace, model: str | None = None) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--_worker", phase]
     for flag in ("frames", "size", "batch", "repeats", "warmup", "threads", "num_classes", "matmul_size", "rounds",
-                 "train_batch", "bf16"):
+                 "train_batch", "bf16", "compile"):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.no_train:
         cmd += ["--no-train"]
@@ -369,6 +410,9 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-batch", type=int, default=2, help="batch of the speed-up table's training step")
     p.add_argument("--bf16", choices=("auto", "always", "never"), default="auto",
                    help="the speed-up table's bf16 rows: auto = where the CPU has bf16 instructions")
+    p.add_argument("--compile", choices=("none", "blocks", "model"), default="none",
+                   help="the speed-up table also runs each model compiled: its repeated blocks "
+                        "(compile_repeated_blocks) or the whole model (minutes of compilation on a CPU)")
     p.add_argument("--speedup-only", action="store_true",
                    help=f"only the {TARGET_MODEL} / {BASELINE_MODEL} speed-up table (one process, interleaved)")
     p.add_argument("--_worker", choices=("matmul", "infer", "fwd", "train", "train_ckpt", "speedup"),

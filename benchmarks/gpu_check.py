@@ -706,18 +706,6 @@ def run_correctness(sec: Section, device, args, workdir: Path) -> None:
 # ================================================================================================== #
 # 2. Throughput
 # ================================================================================================== #
-def _compile_blocks(model) -> None:
-    """Regional compilation: every block compiled; blocks of one class share the compiled code."""
-    import torch.nn as nn
-
-    from regionvit_video.models.regionvit import R2LBlock
-    from regionvit_video.models.timesformer import DividedSpaceTimeBlock
-
-    for m in model.modules():
-        if isinstance(m, (R2LBlock, DividedSpaceTimeBlock)):
-            nn.Module.compile(m)
-
-
 def _build_for_speed(name: str, device, frames: int, size: int, *, compiled: bool, ckpt: bool):
     import torch
 
@@ -727,7 +715,7 @@ def _build_for_speed(name: str, device, frames: int, size: int, *, compiled: boo
         model = create_model(name, num_classes=400, num_frames=frames)
     model.set_grad_checkpointing(ckpt)
     if compiled:
-        _compile_blocks(model)
+        model.compile_repeated_blocks()  # regional: blocks of one class and shape share the compiled code
     return model
 
 
@@ -809,12 +797,7 @@ def max_training_batch(name: str, device, *, compiled: bool, ckpt: bool, frames:
 
     model = _build_for_speed(name, device, frames, size, compiled=False, ckpt=ckpt)
     if compiled:
-        from regionvit_video.models.regionvit import R2LBlock
-        from regionvit_video.models.timesformer import DividedSpaceTimeBlock
-
-        for m in model.modules():
-            if isinstance(m, (R2LBlock, DividedSpaceTimeBlock)):
-                m.compile(dynamic=True)
+        model.compile_repeated_blocks(dynamic=True)
     probes: list[tuple[int, bool]] = []
 
     def peak_if_fits(b: int) -> float | None:

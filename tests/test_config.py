@@ -127,6 +127,8 @@ def test_command_line_forms(tmp_path):
     (["FEATURES.WINDOW", "0"], r"FEATURES\.WINDOW: must be >= 1"),
     (["FEATURES.STRIDE_UNIT", "minutes"], r"FEATURES\.STRIDE_UNIT: must be one of 'frames', 'seconds'"),
     (["MODEL.TEMPORAL_INIT", "mean"], r"MODEL\.TEMPORAL_INIT: must be one of 'zero', 'copy'"),
+    (["MODEL.COMPILE", "True", "MODEL.COMPILE_SCOPE", "layers"],
+     r"MODEL\.COMPILE_SCOPE: must be one of 'model', 'blocks', got 'layers'"),
     (["TRAIN.BATCH_SIZE", "0"], r"TRAIN\.BATCH_SIZE: must be >= 1"),
     (["TEST.BATCH_SIZE", "0"], r"TEST\.BATCH_SIZE: must be >= 1"),
     (["TRAIN.MIXED_PRECISION", "fp8"], r"TRAIN\.MIXED_PRECISION: must be one of 'none', 'bf16', 'fp16'"),

@@ -132,3 +132,37 @@ def test_video_model_contract(name, tmp_path):
         assert torch.isfinite(loss)
         changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
         assert "head.weight" in changed and len(changed) > len(before) // 2
+
+
+
+@pytest.mark.parametrize("name", ["regionvit_pico", "regionvit_video_pico", "timesformer_tiny"])
+def test_compile_repeated_blocks_compiles_every_block_and_nothing_else(name):
+    """Regional compilation (MODEL.COMPILE_SCOPE blocks) on each model family: every block is compiled in place
+    (compiling is lazy: nothing is traced here) and nothing else; the state_dict keys stay the same."""
+    from regionvit_video.models.regionvit import R2LBlock
+    from regionvit_video.models.timesformer import DividedSpaceTimeBlock
+
+    model = create_model(name, num_classes=CLASSES)
+    keys = list(model.state_dict())
+    blocks = {m for m in model.modules() if isinstance(m, (R2LBlock, DividedSpaceTimeBlock))}
+    assert model.compile_repeated_blocks(backend="eager") == len(blocks) > 0
+    assert {m for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None} == blocks
+    assert list(model.state_dict()) == keys
+
+
+@pytest.mark.slow  # dynamo traces the pico model's four block shapes: about 18 s on 2 cores
+def test_a_model_compiled_block_by_block_computes_the_eager_outputs():
+    """MODEL.COMPILE with MODEL.COMPILE_SCOPE blocks through engine.build_model, dynamo's ``eager`` backend (the
+    traced graphs run the same aten ops, so the logits are bit for bit the eager model's); the state_dict loads
+    strictly both ways. The inductor speed: benchmarks/bench_models.py --compile blocks."""
+    cfg = _cfg("regionvit_video_pico")
+    torch.manual_seed(0)
+    eager = _randomise(build_model(cfg)).eval()
+    cfg.defrost()
+    cfg.MODEL.COMPILE, cfg.MODEL.COMPILE_SCOPE, cfg.MODEL.COMPILE_BACKEND = True, "blocks", "eager"
+    model = build_model(cfg).eval()
+    model.load_state_dict(eager.state_dict())  # strict: the same keys
+    eager.load_state_dict(model.state_dict())
+    x = torch.randn(B, 3, T, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(model(x), eager(x))

@@ -165,9 +165,12 @@ _C.MODEL.DROPOUT_RATE = 0.0
 _C.MODEL.ACT_CHECKPOINT = False
 # torch.compile the model (nn.Module.compile: state_dict keys unchanged) for training and inference. The first
 # iterations compile (minutes on CPU); whether it pays: benchmarks/README.md. MODEL.COMPILE_BACKEND: torch.compile's
-# backend ("inductor" generates kernels; "aot_eager" only traces, to check a model compiles).
+# backend ("inductor" generates kernels; "aot_eager" only traces, to check a model compiles). MODEL.COMPILE_SCOPE:
+# "model" compiles the whole model as one graph; "blocks" compiles each repeated block (regional compilation:
+# blocks of one shape share a graph, so it compiles several times faster; the stems and heads run eagerly).
 _C.MODEL.COMPILE = False
 _C.MODEL.COMPILE_BACKEND = "inductor"
+_C.MODEL.COMPILE_SCOPE = "model"
 
 # ---------------------------------------------------------------------------------------------- #
 # Optimisation

@@ -38,6 +38,7 @@ from regionvit_video.data.sampling import SAMPLINGS, STRIDE_UNITS
 from regionvit_video.data.stream import LIVE_MODES, is_live_source
 from regionvit_video.data.transforms import SPATIAL_CROPS
 from regionvit_video.layers.time_embed import TEMPORAL_FC_INITS, TEMPORAL_INITS, TIME_EMBED_INITS
+from regionvit_video.models.base import COMPILE_SCOPES
 from regionvit_video.models.pretrained import is_pretrained_folder
 from regionvit_video.utils.checkpoint_files import checkpoint_dir, latest_checkpoint
 
@@ -523,6 +524,7 @@ def _check_model(c: _Checker) -> None:
         import torch._dynamo
 
         c.choice("MODEL.COMPILE_BACKEND", torch._dynamo.list_backends(exclude_tags=()))
+        c.choice("MODEL.COMPILE_SCOPE", COMPILE_SCOPES)
     c.check("MODEL_EMA.DECAY", 0.0 < cfg.MODEL_EMA.DECAY < 1.0, "must be in (0, 1)")
     from regionvit_video.models import check_video_model, list_models
 

@@ -45,7 +45,7 @@ def setup_run(cfg: CfgNode, dist_info: DistInfo | None = None) -> None:
 def build_model(cfg: CfgNode, *, compile: bool | None = None) -> nn.Module:
     """``create_model(MODEL.ARCH, ...)`` with the config's class count, frames and regularisation, compiled
     in place with ``MODEL.COMPILE`` (``nn.Module.compile``: the state_dict keys stay the same, so checkpoints
-    are interchangeable with eager runs). ``compile``: override MODEL.COMPILE (export builds eager models).
+    are interchangeable with eager runs), as one graph or block by block (``MODEL.COMPILE_SCOPE``). ``compile``: override MODEL.COMPILE (export builds eager models).
 
     Raises:
         ValueError: MODEL.ARCH is an image model (the message names the video models).
@@ -64,9 +64,14 @@ def build_model(cfg: CfgNode, *, compile: bool | None = None) -> nn.Module:
         temporal_fc_init=cfg.MODEL.TEMPORAL_FC_INIT,
     )
     if cfg.MODEL.COMPILE if compile is None else compile:
-        model.compile(backend=cfg.MODEL.COMPILE_BACKEND)
-        logger.info("MODEL.COMPILE: %s is compiled with torch.compile (backend %s; the first iterations compile)",
-                    cfg.MODEL.ARCH, cfg.MODEL.COMPILE_BACKEND)
+        backend, scope = cfg.MODEL.COMPILE_BACKEND, cfg.MODEL.COMPILE_SCOPE
+        if scope == "blocks":
+            what = f"its {model.compile_repeated_blocks(backend=backend)} blocks are"
+        else:
+            model.compile(backend=backend)
+            what = "the whole model is"
+        logger.info("MODEL.COMPILE: %s: %s compiled with torch.compile (backend %s; the first iterations compile)",
+                    cfg.MODEL.ARCH, what, backend)
     return model
 
 

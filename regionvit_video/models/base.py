@@ -13,7 +13,9 @@ A registered model (:mod:`regionvit_video.models.registry`) provides, as timm's 
   pooled features too, as ``(features, intermediates)`` with ``forward_head(features) == forward(x)``;
 - ``filter_pretrained(state_dict, temporal_init=...)``: the model's own adaptation of a checkpoint's
   weights (timm's ``checkpoint_filter_fn``), which :func:`regionvit_video.models.load_pretrained` calls;
-- ``no_weight_decay()``, ``set_grad_checkpointing(enable)``, ``pretrained_cfg``.
+- ``no_weight_decay()``, ``set_grad_checkpointing(enable)``, ``pretrained_cfg``;
+- ``compile_repeated_blocks(**compile_kwargs)``: regional compilation (Hugging Face diffusers' name), every
+  block of the classes in ``_repeated_blocks`` compiled in place.
 
 Video models also have ``num_frames``, ``time_embed`` (1, T, C) and a zero-initialised ``temporal_fc``
 per block (:class:`TemporalMixin`), and ``build_image_twin()``: the image model of the same spatial
@@ -31,8 +33,11 @@ from timm.models._features import feature_take_indices
 
 from regionvit_video.layers import TEMPORAL_INITS, init_temporal_fc, init_time_embed
 
-__all__ = ["ClassifierMixin", "TemporalMixin", "check_temporal_init", "init_weights", "make_pretrained_cfg",
+__all__ = ["COMPILE_SCOPES", "ClassifierMixin", "TemporalMixin", "check_temporal_init", "init_weights", "make_pretrained_cfg",
            "mlp_branch", "resample_time_embed", "take_indices"]
+
+# What MODEL.COMPILE compiles: the whole model as one graph, or each repeated block (compile_repeated_blocks).
+COMPILE_SCOPES = ("model", "blocks")
 
 
 def init_weights(m: nn.Module) -> None:
@@ -82,6 +87,20 @@ class ClassifierMixin:
     head_drop: nn.Module
     num_features: int
     num_classes: int
+    _repeated_blocks: tuple[type[nn.Module], ...] = ()  # the block classes the model repeats
+
+    def compile_repeated_blocks(self, **compile_kwargs) -> int:
+        """Regional compilation: ``torch.compile`` every block of the classes in ``_repeated_blocks``, in place
+        (``nn.Module.compile``: parameter names and the state_dict stay the same). Blocks of one class and
+        input shape share one compiled graph, so compiling takes the time of a few blocks instead of the whole
+        model (PyTorch's regional compilation recipe); the rest of the model runs eagerly. Returns the number
+        of blocks compiled. ``compile_kwargs`` go to ``torch.compile`` (backend, mode, dynamic, ...)."""
+        blocks = [m for m in self.modules() if isinstance(m, self._repeated_blocks)]  # type: ignore[attr-defined]
+        if not blocks:
+            raise ValueError(f"{type(self).__name__} declares no repeated blocks to compile")
+        for block in blocks:
+            nn.Module.compile(block, **compile_kwargs)
+        return len(blocks)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

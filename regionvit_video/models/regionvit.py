@@ -302,6 +302,8 @@ class RegionViT(ClassifierMixin, nn.Module):
         for stage in self.layers:
             stage.grad_checkpointing = enable
 
+    _repeated_blocks = (R2LBlock,)  # compile_repeated_blocks (the video model's DividedR2LBlock is one)
+
     # forward ---------------------------------------------------------------------------------------
     # The video model overrides the three steps that differ: tokenizing, pooling, the layout of the maps.
     map_format = "NCHW"

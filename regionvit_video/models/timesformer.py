@@ -193,6 +193,8 @@ class TimeSformer(ClassifierMixin, TemporalMixin, nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token", "time_embed"}
 
+    _repeated_blocks = (DividedSpaceTimeBlock,)  # compile_repeated_blocks
+
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in backward (saves memory, costs one extra forward)."""

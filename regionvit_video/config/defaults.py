@@ -167,7 +167,7 @@ _C.MODEL.ACT_CHECKPOINT = False
 # iterations compile (minutes on CPU); whether it pays: benchmarks/README.md. MODEL.COMPILE_BACKEND: torch.compile's
 # backend ("inductor" generates kernels; "aot_eager" only traces, to check a model compiles). MODEL.COMPILE_SCOPE:
 # "model" compiles the whole model as one graph; "blocks" compiles each repeated block (regional compilation:
-# blocks of one shape share a graph, so it compiles several times faster; the stems and heads run eagerly).
+# blocks of one shape share a graph, so it compiles faster; the stems and heads run eagerly).
 _C.MODEL.COMPILE = False
 _C.MODEL.COMPILE_BACKEND = "inductor"
 _C.MODEL.COMPILE_SCOPE = "model"

@@ -279,13 +279,15 @@ def _worker_speedup(args: argparse.Namespace) -> dict[str, Any]:
 def _speedup_table(res: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [f"{TARGET_MODEL} against {BASELINE_MODEL} in one process, {args.rounds} interleaved rounds "
              f"(forward batch {args.batch}, train step batch {args.train_batch}, {args.frames}x{args.size}):",
-             f"{'dtype':5s} | {'phase':10s} | {'mode':42s} | {TARGET_MODEL + ' ms':>27s} | {BASELINE_MODEL + ' ms':>20s} | "
+             f"{'dtype':5s} | {'phase':10s} | {'mode':42s} | {TARGET_MODEL + ' ms':>27s} | "
+             f"{BASELINE_MODEL + ' ms':>20s} | "
              f"speed-up (paired median; target {TARGET_SPEEDUP}x, FLOP ratio {FLOP_RATIO}x)"]
     for r in res["rows"]:
         mode = r.get("mode", "eager")
         if "fastest" in r:
             mode += f" ({r['fastest'][TARGET_MODEL]} / {r['fastest'][BASELINE_MODEL]})"
-        lines.append(f"{r['dtype']:5s} | {r['phase']:10s} | {mode:42s} | {r['target_s'] * 1e3:27.0f} | "
+        lines.append(f"{r['dtype']:5s} | {r['phase']:10s} | {mode:42s} | "
+                     f"{r['target_s'] * 1e3:27.0f} | "
                      f"{r['baseline_s'] * 1e3:20.0f} | {r['speedup']:.2f}x")
     if res.get("compile_s"):
         lines.append(f"compiled ({res['compile']}): first call(s), compilation included: "

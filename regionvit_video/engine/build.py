@@ -45,7 +45,8 @@ def setup_run(cfg: CfgNode, dist_info: DistInfo | None = None) -> None:
 def build_model(cfg: CfgNode, *, compile: bool | None = None) -> nn.Module:
     """``create_model(MODEL.ARCH, ...)`` with the config's class count, frames and regularisation, compiled
     in place with ``MODEL.COMPILE`` (``nn.Module.compile``: the state_dict keys stay the same, so checkpoints
-    are interchangeable with eager runs), as one graph or block by block (``MODEL.COMPILE_SCOPE``). ``compile``: override MODEL.COMPILE (export builds eager models).
+    are interchangeable with eager runs), as one graph or block by block (``MODEL.COMPILE_SCOPE``).
+    ``compile``: override MODEL.COMPILE (export builds eager models).
 
     Raises:
         ValueError: MODEL.ARCH is an image model (the message names the video models).

@@ -33,8 +33,8 @@ from timm.models._features import feature_take_indices
 
 from regionvit_video.layers import TEMPORAL_INITS, init_temporal_fc, init_time_embed
 
-__all__ = ["COMPILE_SCOPES", "ClassifierMixin", "TemporalMixin", "check_temporal_init", "init_weights", "make_pretrained_cfg",
-           "mlp_branch", "resample_time_embed", "take_indices"]
+__all__ = ["COMPILE_SCOPES", "ClassifierMixin", "TemporalMixin", "check_temporal_init", "init_weights",
+           "make_pretrained_cfg", "mlp_branch", "resample_time_embed", "take_indices"]
 
 # What MODEL.COMPILE compiles: the whole model as one graph, or each repeated block (compile_repeated_blocks).
 COMPILE_SCOPES = ("model", "blocks")

@@ -331,3 +331,24 @@ def test_a_dropped_reader_is_freed_at_once_without_the_garbage_collector(backend
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_pyav_falls_back_to_decoding_from_the_start_when_a_seek_loses_its_place(tmp_path):
+    """A seek that lands on frames the keyframe table does not number (here: a table emptied after it was built)
+    ends seeking in this file and decodes from the first frame, counting: the same frames as a reader that never
+    seeks. The frame generator holds its reader through a weak proxy, and the fallback must work through it."""
+    path = tmp_path / "gop8.mp4"
+    rng = np.random.default_rng(0)
+    write_video(path, rng.integers(0, 255, (72, 32, 48, 3), dtype=np.uint8), fps=25, gop_size=8)
+    plain = open_video(path, "pyav", fallback=False)
+    reader = open_video(path, "pyav", fallback=False)
+    reader.allow_seek = True
+    table = reader._keyframe_table()
+    target = reader.num_frames - 2
+    assert target >= reader.SEEK_MIN_GAP and table[-1, 0] > 0, "the clip needs a keyframe to seek to"
+    reader._pts_index = {}  # every decoded frame's pts is now unknown to the table
+    idx = [target, target + 1]
+    np.testing.assert_array_equal(reader.get_frames(idx), plain.get_frames(idx))
+    assert len(reader._keyframes) == 0  # no more seeking in this file
+    np.testing.assert_array_equal(reader.get_frames([1, 2]), plain.get_frames([1, 2]))
+    plain.close(), reader.close()

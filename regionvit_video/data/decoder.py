@@ -333,7 +333,7 @@ class PyAVReader(VideoReader):
     def _from_start(self) -> None:
         """Decode from the first frame, numbering frames by counting (the reference numbering)."""
         self._container.seek(0)
-        self._decoded, self._position = type(self)._counted(weakref.proxy(self)), 0
+        self._decoded, self._position = PyAVReader._counted(weakref.proxy(self)), 0
 
     # The frame generators are stored on the reader and get it as a weak proxy: a strong ``self`` in a stored
     # generator is a reference cycle, so a reader dropped without close() would wait for the garbage collector,
@@ -375,7 +375,7 @@ class PyAVReader(VideoReader):
         return tuple(int(x) for x in table[k]) if k >= 0 else None
 
     def _seek_to(self, index: int, pts: int, dts: int) -> None:
-        self._decoded, self._position = type(self)._timestamped(weakref.proxy(self), index, pts, dts), index
+        self._decoded, self._position = PyAVReader._timestamped(weakref.proxy(self), index, pts, dts), index
 
     def _timestamped(self, start: int, pts: int, dts: int) -> Iterator:
         """Frames from keyframe ``start`` on, numbered by their pts. The seek goes to the keyframe's pts,
@@ -406,7 +406,7 @@ class PyAVReader(VideoReader):
         logger.debug("%s: seeking does not work on this file; decoding from the start", self.path)
         self._keyframes = np.zeros((0, 3), np.int64)
         self._container.seek(0)
-        yield from type(self)._counted(self)
+        yield from PyAVReader._counted(self)  # self is the weak proxy here: no type(self)
 
     def _reposition(self, target: int) -> None:
         """Put the decoder where frame ``target`` comes next, or before it, at the least decoding."""

@@ -318,3 +318,24 @@ def test_checkpoint_to_pretrained_errors(tmp_path, demo_cfg):
     with pytest.raises(ValueError, match="not a regionvit-video training checkpoint"):
         checkpoint_to_pretrained(tmp_path / "bare.pth", demo_cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_every_process_of_a_job_loads_a_pretrained_folder_named_as_its_weights(pico_folder, tmp_path):
+    """With several processes, rank 0's choice of weights is used everywhere, and only a checkpoint *file* must be
+    visible to each process: a pretrained folder (TEST.CHECKPOINT_FILE_PATH) loads as in a one-process run.
+    Outside a process group the broadcast returns its input, so one process stands in for each rank."""
+    from regionvit_video.engine.checkpoint import load_inference_model
+    from regionvit_video.engine.distributed import DistInfo
+
+    folder, model = pico_folder
+    cfg = load_config(None, ["MODEL.ARCH", "regionvit_video_pico_w4", "MODEL.NUM_CLASSES", "8", "DATA.NUM_FRAMES", "4",
+                             "TEST.CHECKPOINT_FILE_PATH", str(folder), "OUTPUT_DIR", str(tmp_path)], check_paths=False)
+    for rank in (0, 1):
+        loaded, weights = load_inference_model(cfg, DistInfo(rank=rank, world_size=2))
+        assert weights.kind == "folder" and weights.path == folder
+        for key, value in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+    cfg.defrost()
+    cfg.TEST.CHECKPOINT_FILE_PATH = str(tmp_path / "gone.pyth")
+    with pytest.raises(Exception, match="does not exist"):
+        load_inference_model(cfg, DistInfo(rank=1, world_size=2))

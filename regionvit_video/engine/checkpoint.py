@@ -291,13 +291,16 @@ def load_inference_model(cfg, dist_info, *, checkpoint: str | Path | None = None
         ``(model, weights)``.
     """
     from regionvit_video.engine.build import build_model, seed_everything
-    from regionvit_video.engine.distributed import shared_file
+    from regionvit_video.engine.distributed import broadcast_object, check_visible
     from regionvit_video.models import load_pretrained
 
     weights = (InferenceWeights(Path(checkpoint), "checkpoint") if checkpoint is not None
                else resolve_inference_weights(cfg, allow_pretrained=allow_pretrained, job=job))
-    if dist_info.distributed:
-        weights = InferenceWeights(shared_file(weights.path), weights.kind)
+    if dist_info.distributed:  # rank 0's choice; a checkpoint file must be visible to every process
+        path, kind = broadcast_object((str(weights.path), weights.kind))
+        if kind == "checkpoint":
+            check_visible(path)
+        weights = InferenceWeights(Path(path), kind)  # a folder, Hub id or MODEL.PRETRAINED is resolved below
     seed_everything(cfg.RNG_SEED + dist_info.rank)
     model = build_model(cfg, compile=compile)
     if weights.kind == "checkpoint":

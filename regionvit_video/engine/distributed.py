@@ -211,8 +211,14 @@ def shared_file(path: str | os.PathLike | None) -> Path | None:
     even while files appear; a multi-node job therefore needs OUTPUT_DIR on a shared filesystem.
     """
     chosen = broadcast_object(str(path) if path else None)
-    if chosen is not None and not Path(chosen).is_file():
-        raise FileNotFoundError(
-            f"process {get_rank()} cannot see {chosen}, which process 0 uses: OUTPUT_DIR must be on a "
-            "filesystem shared by every machine of a multi-node job")
+    if chosen is not None:
+        check_visible(chosen)
     return Path(chosen) if chosen else None
+
+
+def check_visible(path: str | os.PathLike) -> None:
+    """Raise if this process cannot see the file ``path`` that process 0 chose."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"process {get_rank()} cannot see {path}, which process 0 uses: OUTPUT_DIR must be on a "
+            "filesystem shared by every machine of a multi-node job")

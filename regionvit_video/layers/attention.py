@@ -166,10 +166,14 @@ class RelPosAttention(nn.Module):
             out = torch.cat([attend(q[i:i + step], k[i:i + step], v[i:i + step], bias, mask, window_bias, num_windows)
                              for i in range(0, Bp, step)])
 
-        # B', heads, N, head_dim -> B', N, C through an explicit contiguous copy: a plain reshape is traced by
-        # torch.export as a view with the strides of the CPU flash kernel's output, which the ONNX exporter's
-        # SDPA (another layout) cannot take with the (1, heads, N, N) bias mask. Same values, bit for bit.
-        out = out.transpose(1, 2).clone(memory_format=torch.contiguous_format).view(Bp, N, C)
+        # B', heads, N, head_dim -> B', N, C. Eagerly a reshape: a free view of the CPU flash kernel's output, a
+        # copy of the explicit path's. Under torch.export an explicit contiguous copy: a reshape is traced as a
+        # view with the strides of the CPU flash kernel's output, which the ONNX exporter's SDPA (another layout)
+        # cannot take with the (1, heads, N, N) bias mask. Same values, bit for bit, either way.
+        out = out.transpose(1, 2)
+        if torch.compiler.is_exporting():
+            out = out.clone(memory_format=torch.contiguous_format)
+        out = out.reshape(Bp, N, C)
         return self.proj_drop(self.proj(out))
 
     def _sdpa(self, q, k, v, bias, mask, window_bias, num_windows) -> torch.Tensor:

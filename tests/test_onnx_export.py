@@ -85,7 +85,7 @@ def test_demo_model_matches_pytorch(demo_export, batch):
 
 
 def test_demo_model_graph_and_metadata(demo_export):
-    model, path = demo_export
+    _, path = demo_export
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     assert {o.domain: o.version for o in proto.opset_import}[""] == 18
@@ -97,7 +97,6 @@ def test_demo_model_graph_and_metadata(demo_export):
     assert meta["architecture"] == "regionvit_video_pico_w4"
     assert json.loads(meta["label_names"])[3] == "move_down"  # DATA.CLASS_NAMES of the run
     assert json.loads(meta["preprocessing"])["num_spatial_crops"] == 3
-    assert not model.training
 
 
 @pytest.mark.parametrize("name, kwargs, shape, opset", [

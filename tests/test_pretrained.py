@@ -202,7 +202,7 @@ def test_hub_id_offline_fails_at_once(tmp_path, monkeypatch):
     with pytest.raises(PretrainedNotFoundError, match=r"'someone/regionvit-k400'.*HF_HUB_OFFLINE is set.*not in the "
                                                       r"local cache"):
         from_pretrained("someone/regionvit-k400", cache_dir=str(tmp_path / "cache"))
-    assert time.monotonic() - t < 5
+    assert time.monotonic() - t < 30  # no network attempt: far below any retry loop, far above a busy machine's noise
 
 
 @pytest.fixture
@@ -236,8 +236,9 @@ def test_hub_id_unreachable_fails_fast(tmp_path, monkeypatch, silent_server):
     t = time.monotonic()
     with pytest.raises(PretrainedNotFoundError, match=r"did not answer.*not in the local cache"):
         from_pretrained("hf-hub:someone/regionvit-k400", cache_dir=str(tmp_path / "cache"), hub_timeout=1)
-    # huggingface_hub alone retries a silent host for minutes; the probe gives up after its timeout
-    assert time.monotonic() - t < 15
+    # huggingface_hub alone retries a silent host for minutes; the probe gives up after its timeout (1 s; the
+    # bound leaves room for a busy machine while still telling seconds from minutes)
+    assert time.monotonic() - t < 60
 
 
 def test_hub_id_offline_loads_from_the_cache(tmp_path, monkeypatch, pico_folder):

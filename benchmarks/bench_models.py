@@ -440,13 +440,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _write_json(path: str, payload: dict[str, Any]) -> None:
-    from regionvit_video.utils.io import atomic_write
+    from regionvit_video.utils.io import atomic_write_text
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
-
-    atomic_write(path, write)
+    atomic_write_text(path, json.dumps(payload, indent=2))
     print(f"\nwrote {path}")
 
 

@@ -39,6 +39,7 @@ from regionvit_video.data.stream import LIVE_MODES, is_live_source
 from regionvit_video.data.transforms import SPATIAL_CROPS
 from regionvit_video.layers.time_embed import TEMPORAL_FC_INITS, TEMPORAL_INITS, TIME_EMBED_INITS
 from regionvit_video.models.base import COMPILE_SCOPES
+from regionvit_video.models.onnx_export import MIN_OPSET as MIN_ONNX_OPSET
 from regionvit_video.models.pretrained import is_pretrained_folder
 from regionvit_video.utils.checkpoint_files import checkpoint_dir, latest_checkpoint
 
@@ -385,7 +386,6 @@ LR_POLICY_CHOICES = ("cosine", "steps_with_relative_lrs")
 INFERENCE_JOBS = ("FEATURES.ENABLE", "PREDICT.ENABLE", "EXPORT.ENABLE", "TIMELINE.ENABLE")
 EXPORT_FORMATS = ("pretrained", "onnx")
 EXPORT_WEIGHTS = ("model", "ema")
-MIN_ONNX_OPSET = 18  # the lowest opset the exporter writes a valid graph in (models/onnx_export.py)
 LR_SCALING_CHOICES = ("none", "linear")  # engine.optim.lr_scale applies them
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 BACKEND_CHOICES = ("auto", "nccl", "gloo")
@@ -470,7 +470,7 @@ def _check_inference(c: _Checker) -> None:
     c.check("FEATURES.STRIDE", c.cfg.FEATURES.STRIDE > 0, "must be > 0")
     c.choice("EXPORT.FORMAT", EXPORT_FORMATS)
     c.choice("EXPORT.WEIGHTS", EXPORT_WEIGHTS)
-    c.at_least("EXPORT.OPSET", MIN_ONNX_OPSET)
+    c.at_least("EXPORT.OPSET", MIN_ONNX_OPSET)  # the lowest opset the exporter writes a valid graph in
 
 
 def _check_timeline(c: _Checker) -> None:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from regionvit_video.models.base import unwrap_model
 from regionvit_video.utils.checkpoint_files import (CHECKPOINT_SUBDIR, checkpoint_dir, checkpoint_name,
                                                     latest_checkpoint, list_checkpoints)
 from regionvit_video.utils.io import CheckpointReadError, atomic_torch_save, safe_torch_load
@@ -81,17 +82,6 @@ def prune_checkpoints(output_dir: str | Path, keep: int) -> list[Path]:
     for p in old:
         p.unlink(missing_ok=True)
     return old
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare model inside DDP / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def strip_prefix(state: dict[str, Any], prefix: str = "module.") -> dict[str, Any]:

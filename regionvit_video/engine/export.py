@@ -30,6 +30,7 @@ from typing import Any, Literal, Sequence
 
 from fvcore.common.config import CfgNode
 
+from regionvit_video.config.load import EXPORT_WEIGHTS
 from regionvit_video.data import build_eval_dataset, resolve_class_names
 from regionvit_video.engine.build import build_model
 from regionvit_video.engine.checkpoint import load_checkpoint, load_inference_model, strip_prefix
@@ -93,7 +94,7 @@ def checkpoint_to_pretrained(
     from regionvit_video.models import save_pretrained
     from regionvit_video.models.pretrained import load_state_dict_strict
 
-    if weights not in ("model", "ema"):
+    if weights not in EXPORT_WEIGHTS:
         raise ValueError(f"weights must be 'model' or 'ema', got {weights!r}")
     ck = safe_torch_load(checkpoint)
     key = "model_state" if weights == "model" else "ema_state"
@@ -102,7 +103,7 @@ def checkpoint_to_pretrained(
     state = ck.get(key)
     if not state:
         raise ValueError(f"{checkpoint} holds no EMA weights (the run had MODEL_EMA.ENABLE False): use weights='model'")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = strip_prefix(state)
     model = build_model(cfg, compile=False)
     load_state_dict_strict(model, state, f"{checkpoint} ({key}; is MODEL.ARCH / MODEL.NUM_CLASSES the run's?)")
     names = list(class_names) if class_names is not None else resolve_class_names(cfg, look_in_data_dir=True)

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import hashlib
 import io
 import json
 import logging
@@ -84,7 +83,7 @@ from regionvit_video.engine import distributed as du
 from regionvit_video.engine.build import inference_autocast, inference_precision
 from regionvit_video.engine.checkpoint import load_inference_model
 from regionvit_video.engine.distributed import DistInfo, resolve_device
-from regionvit_video.utils.io import atomic_write, atomic_write_text
+from regionvit_video.utils.io import atomic_write, atomic_write_text, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +102,6 @@ def feature_file(features_dir: str | os.PathLike, rel: str, suffix: str = ".npy"
     """``features_dir/<rel without extension><suffix>``."""
     stem = rel[: -len(Path(rel).suffix)] if Path(rel).suffix else rel
     return Path(features_dir) / f"{stem}{suffix}"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- #

@@ -34,10 +34,21 @@ from timm.models._features import feature_take_indices
 from regionvit_video.layers import TEMPORAL_INITS, init_temporal_fc, init_time_embed
 
 __all__ = ["COMPILE_SCOPES", "ClassifierMixin", "TemporalMixin", "check_temporal_init", "init_weights",
-           "make_pretrained_cfg", "mlp_branch", "resample_time_embed", "take_indices"]
+           "make_pretrained_cfg", "mlp_branch", "resample_time_embed", "take_indices", "unwrap_model"]
 
 # What MODEL.COMPILE compiles: the whole model as one graph, or each repeated block (compile_repeated_blocks).
 COMPILE_SCOPES = ("model", "blocks")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def init_weights(m: nn.Module) -> None:

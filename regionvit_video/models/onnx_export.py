@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from regionvit_video.models.pretrained import _unwrap
+from regionvit_video.models.base import unwrap_model
 
 _logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def export_onnx(
             f"opset must be at least {MIN_OPSET}, got {opset}: torch's exporter writes opset 18, and the version "
             "converters do not take these models' graphs lower"
         )
-    model = _unwrap(model)
+    model = unwrap_model(model)
     shape = tuple(int(s) for s in (input_shape if input_shape is not None else _default_input_shape(model)))
     if len(shape) not in (4, 5) or min(shape) < 1:
         raise ValueError(f"input_shape must be (B, C, T, H, W) or (B, C, H, W), got {shape}")
@@ -237,7 +237,7 @@ def check_onnx_parity(
 
     if repeats < 0:
         raise ValueError(f"repeats must be at least 0, got {repeats}")
-    model = _unwrap(model)
+    model = unwrap_model(model)
     param = next(model.parameters(), None)
     if param is not None and param.device.type != "cpu":
         raise ValueError(f"check_onnx_parity compares CPU runs; the model is on {param.device}")

@@ -35,7 +35,6 @@ retry for minutes before giving up on a host that accepts connections but does n
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import os
@@ -47,8 +46,9 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from regionvit_video.models.base import unwrap_model
 from regionvit_video.models.registry import create_model, is_model, list_models
-from regionvit_video.utils.io import atomic_write, atomic_write_text
+from regionvit_video.utils.io import atomic_write, atomic_write_text, sha256_file
 
 _logger = logging.getLogger(__name__)
 
@@ -72,17 +72,6 @@ class PretrainedNotFoundError(FileNotFoundError):
 # ------------------------------------------------------------------------------------------------ #
 # Saving
 # ------------------------------------------------------------------------------------------------ #
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    while True:
-        if isinstance(getattr(model, "module", None), nn.Module):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def _jsonable(value: Any, where: str) -> Any:
     """``value`` with tuples as lists; a TypeError naming ``where`` for anything JSON cannot hold."""
     if isinstance(value, Mapping):
@@ -112,14 +101,6 @@ def default_preprocessing(model: nn.Module) -> dict[str, Any]:
         if key in cfg:
             out[key] = list(cfg[key])
     return out
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_pretrained(
@@ -155,7 +136,7 @@ def save_pretrained(
     """
     from safetensors.torch import save_model
 
-    model = _unwrap(model)
+    model = unwrap_model(model)
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     arch, model_args = cfg.get("architecture"), getattr(model, "model_args", None)
     if not arch or model_args is None:
@@ -190,7 +171,7 @@ def save_pretrained(
 
     def write_weights(tmp: str) -> None:
         save_model(model, tmp, metadata={"format": "pt", "architecture": arch})
-        digest["sha256"] = _sha256(tmp)
+        digest["sha256"] = sha256_file(tmp)
 
     atomic_write(folder / WEIGHTS_NAME, write_weights)
     from regionvit_video import __version__
@@ -374,7 +355,7 @@ def read_safetensors(path: str | os.PathLike, *, sha256: str | None = None) -> d
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    if sha256 is not None and _sha256(path) != sha256:
+    if sha256 is not None and sha256_file(path) != sha256:
         raise PretrainedFormatError(
             f"{path}: its sha256 differs from the one {CONFIG_NAME} records: the file was modified or damaged "
             f"after save_pretrained wrote it ({path.stat().st_size} bytes). Refusing to load it"
@@ -434,10 +415,19 @@ def load_pretrained_folder(model: nn.Module, name_or_path: str | os.PathLike, *,
     if expect_architecture is not None and config["architecture"] != expect_architecture:
         raise PretrainedFormatError(f"{folder / CONFIG_NAME} holds a {config['architecture']}, not the "
                                     f"{expect_architecture} of MODEL.ARCH")
-    weights = config.get("weights") or {}
-    path = folder / weights.get("file", WEIGHTS_NAME)
-    load_state_dict_strict(model, read_safetensors(path, sha256=weights.get("sha256")), str(path))
+    state, path = read_pretrained_weights(folder, config)
+    load_state_dict_strict(model, state, str(path))
     return config
+
+
+def read_pretrained_weights(folder: str | os.PathLike, config: Mapping[str, Any] | None = None
+                            ) -> tuple[dict[str, torch.Tensor], Path]:
+    """A pretrained folder's state_dict (the weights file its config.json names, checked against the SHA-256 it
+    records) and that file's path. ``config``: the folder's config.json if already read."""
+    folder = Path(folder)
+    weights = (config if config is not None else read_pretrained_config(folder)).get("weights") or {}
+    path = folder / weights.get("file", WEIGHTS_NAME)
+    return read_safetensors(path, sha256=weights.get("sha256")), path
 
 
 def from_pretrained(

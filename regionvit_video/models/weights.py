@@ -93,10 +93,7 @@ def _read_checkpoint(path: str) -> Any:
     from regionvit_video.models import pretrained
 
     if os.path.isdir(path):
-        config = pretrained.read_pretrained_config(path)
-        weights = config.get("weights") or {}
-        return pretrained.read_safetensors(os.path.join(path, weights.get("file", pretrained.WEIGHTS_NAME)),
-                                           sha256=weights.get("sha256"))
+        return pretrained.read_pretrained_weights(path)[0]
     if path.endswith(".safetensors"):
         return pretrained.read_safetensors(path)
     return safe_torch_load(path)

@@ -256,6 +256,43 @@ def test_hub_id_offline_loads_from_the_cache(tmp_path, monkeypatch, pico_folder)
         assert torch.equal(loaded(x), pico_folder[1](x))
 
 
+
+def test_an_hf_hub_id_is_a_weights_source_wherever_the_config_takes_one(tmp_path, monkeypatch, pico_folder):
+    """``hf-hub:org/name`` in MODEL.PRETRAINED / TRAIN.CHECKPOINT_FILE_PATH / TEST.CHECKPOINT_FILE_PATH passes the
+    config check and loads (here offline, from huggingface_hub's cache): through load_pretrained (what training
+    starts from) and as inference weights."""
+    from huggingface_hub import constants
+
+    from regionvit_video.engine.checkpoint import load_inference_model
+    from regionvit_video.engine.distributed import DistInfo
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--someone--regionvit-k400"
+    (repo / "snapshots").mkdir(parents=True)
+    _copy(pico_folder[0], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    hub = "hf-hub:someone/regionvit-k400"
+    model = pico_folder[1]
+    fresh = create_model("regionvit_video_pico_w4", num_classes=8, num_frames=4).eval()
+    report = load_pretrained(fresh, hub)
+    assert report.missing == [] and report.unexpected == []
+    x = torch.randn(1, 3, 4, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+    base = ["MODEL.ARCH", "regionvit_video_pico_w4", "MODEL.NUM_CLASSES", "8", "DATA.NUM_FRAMES", "4",
+            "OUTPUT_DIR", str(tmp_path / "run")]
+    for key in ("MODEL.PRETRAINED", "TRAIN.CHECKPOINT_FILE_PATH", "TEST.CHECKPOINT_FILE_PATH"):
+        cfg = load_config(None, [*base, key, hub, "TRAIN.ENABLE", "False", "TEST.ENABLE", "False"])
+        assert cfg[key.split(".")[0]][key.split(".")[1]] == hub
+    cfg = load_config(None, [*base, "MODEL.PRETRAINED", hub], check_paths=False)
+    loaded, weights = load_inference_model(cfg, DistInfo(), allow_pretrained=True, job="predict with")
+    assert weights.kind == "pretrained"
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
 # ------------------------------------------------------------------------------------------------ #
 # load_pretrained and checkpoints
 # ------------------------------------------------------------------------------------------------ #

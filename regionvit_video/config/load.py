@@ -40,7 +40,7 @@ from regionvit_video.data.transforms import SPATIAL_CROPS
 from regionvit_video.layers.time_embed import TEMPORAL_FC_INITS, TEMPORAL_INITS, TIME_EMBED_INITS
 from regionvit_video.models.base import COMPILE_SCOPES
 from regionvit_video.models.onnx_export import MIN_OPSET as MIN_ONNX_OPSET
-from regionvit_video.models.pretrained import is_pretrained_folder
+from regionvit_video.models.pretrained import is_pretrained_source
 from regionvit_video.utils.checkpoint_files import checkpoint_dir, latest_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -625,7 +625,7 @@ def _check_paths(c: _Checker) -> None:
         c.err("DATA.CLASS_NAMES", f"file {cfg.DATA.CLASS_NAMES!r} does not exist")
     for key in ("MODEL.PRETRAINED", "TRAIN.CHECKPOINT_FILE_PATH", "TEST.CHECKPOINT_FILE_PATH"):
         value = c.get(key)  # a checkpoint file, or a pretrained folder (models.save_pretrained); a Hub id: hf-hub:
-        if value and not value.startswith("hf-hub:") and not os.path.isfile(value) and not is_pretrained_folder(value):
+        if value and not os.path.isfile(value) and not is_pretrained_source(value):
             c.err(key, f"{value!r} is neither a checkpoint file nor a pretrained folder (config.json + model.safetensors)"
                   if os.path.isdir(value) else f"file {value!r} does not exist")
     if cfg.EXPORT.ENABLE and cfg.EXPORT.INPUT and not os.path.isfile(cfg.EXPORT.INPUT):

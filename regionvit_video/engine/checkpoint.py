@@ -246,11 +246,11 @@ def resolve_inference_weights(cfg, *, allow_pretrained: bool = False, job: str =
         NoCheckpointError: the named file is missing, or none is named and none exists: an untrained
             model is never run silently.
     """
-    if cfg.TEST.CHECKPOINT_FILE_PATH:
-        from regionvit_video.models.pretrained import is_pretrained_folder
+    from regionvit_video.models.pretrained import is_pretrained_source
 
+    if cfg.TEST.CHECKPOINT_FILE_PATH:
         path = Path(cfg.TEST.CHECKPOINT_FILE_PATH)
-        if is_pretrained_folder(path) or str(path).startswith("hf-hub:"):
+        if is_pretrained_source(cfg.TEST.CHECKPOINT_FILE_PATH):
             return InferenceWeights(path, "folder")
         if not path.is_file():
             raise NoCheckpointError(f"TEST.CHECKPOINT_FILE_PATH: checkpoint {path} does not exist")
@@ -259,7 +259,7 @@ def resolve_inference_weights(cfg, *, allow_pretrained: bool = False, job: str =
     if latest is not None:
         return InferenceWeights(latest, "checkpoint")
     if allow_pretrained and cfg.MODEL.PRETRAINED:
-        if not Path(cfg.MODEL.PRETRAINED).exists():
+        if not (is_pretrained_source(cfg.MODEL.PRETRAINED) or Path(cfg.MODEL.PRETRAINED).exists()):
             raise NoCheckpointError(f"MODEL.PRETRAINED: {cfg.MODEL.PRETRAINED} does not exist")
         return InferenceWeights(Path(cfg.MODEL.PRETRAINED), "pretrained")
     raise NoCheckpointError(

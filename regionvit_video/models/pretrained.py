@@ -286,6 +286,12 @@ def resolve_pretrained(
     raise PretrainedNotFoundError(f"pretrained folder not found: {path}")
 
 
+def is_pretrained_source(value: str | os.PathLike) -> bool:
+    """Whether a weights setting names a pretrained model rather than a checkpoint file: an ``hf-hub:`` id or a
+    pretrained folder (:func:`is_pretrained_folder`). Such a source is read with :func:`resolve_pretrained`."""
+    return os.fspath(value).startswith(_HUB_PREFIX) or is_pretrained_folder(value)
+
+
 def is_pretrained_folder(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder holding a pretrained model's config.json (what :func:`save_pretrained`
     writes); its content is checked when it is read."""

@@ -88,12 +88,12 @@ def _tied_keys(model: nn.Module, keys: list[str], loaded: set[str]) -> set[str]:
 
 
 def _read_checkpoint(path: str) -> Any:
-    """A pretrained folder (its model.safetensors, checked against config.json), a .safetensors file, or a
-    torch file read with ``weights_only``."""
+    """A pretrained folder or ``hf-hub:`` id (its model.safetensors, checked against config.json), a .safetensors
+    file, or a torch file read with ``weights_only``."""
     from regionvit_video.models import pretrained
 
-    if os.path.isdir(path):
-        return pretrained.read_pretrained_weights(path)[0]
+    if os.path.isdir(path) or pretrained.is_pretrained_source(path):  # a folder, or a Hub id in the local cache
+        return pretrained.read_pretrained_weights(pretrained.resolve_pretrained(path))[0]
     if path.endswith(".safetensors"):
         return pretrained.read_safetensors(path)
     return safe_torch_load(path)

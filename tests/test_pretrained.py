@@ -241,14 +241,19 @@ def test_hub_id_unreachable_fails_fast(tmp_path, monkeypatch, silent_server):
     assert time.monotonic() - t < 60
 
 
-def test_hub_id_offline_loads_from_the_cache(tmp_path, monkeypatch, pico_folder):
-    """A model downloaded once loads offline from huggingface_hub's cache (its snapshot layout)."""
+def _cache_on_the_hub(folder: Path, cache: Path) -> None:
+    """``folder`` as huggingface_hub's cache holds a download of someone/regionvit-k400 (its snapshot layout)."""
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "cache" / "models--someone--regionvit-k400"
+    repo = cache / "models--someone--regionvit-k400"
     (repo / "snapshots").mkdir(parents=True)
-    _copy(pico_folder[0], repo / "snapshots" / commit)
+    _copy(folder, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
+
+
+def test_hub_id_offline_loads_from_the_cache(tmp_path, monkeypatch, pico_folder):
+    """A model downloaded once loads offline from huggingface_hub's cache (its snapshot layout)."""
+    _cache_on_the_hub(pico_folder[0], tmp_path / "cache")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loaded = from_pretrained("someone/regionvit-k400", cache_dir=str(tmp_path / "cache"))
     x = torch.randn(1, 3, 4, 64, 64)
@@ -266,12 +271,7 @@ def test_an_hf_hub_id_is_a_weights_source_wherever_the_config_takes_one(tmp_path
     from regionvit_video.engine.checkpoint import load_inference_model
     from regionvit_video.engine.distributed import DistInfo
 
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "cache" / "models--someone--regionvit-k400"
-    (repo / "snapshots").mkdir(parents=True)
-    _copy(pico_folder[0], repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    _cache_on_the_hub(pico_folder[0], tmp_path / "cache")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     hub = "hf-hub:someone/regionvit-k400"
